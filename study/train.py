@@ -1,0 +1,233 @@
+"""Whole trainings as one compiled program per grid.
+
+A `Setup` holds everything that shapes the program (sizes, activation, loss,
+epochs); it is static, and changing it recompiles. Per-run values (seeds,
+the index of the initialization scheme, the learning rate) are traced arrays
+with a leading `runs` axis, so all seeds and value-conditions of a grid share
+one program. The program is `jit(shard_map(lax.map(train_run)))`: runs are
+spread over every device on a 1-D mesh named `runs`, and each device trains
+its share one after another (or `batch_runs` at a time with `vmap`), every
+training a `lax.scan` over epochs. Metrics come back as arrays; weights never
+leave the device during training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from study import data as data_lib
+from study import inits
+from study.models import ACTIVATIONS, MLP, layer_table
+
+LOSSES = ("cross_entropy", "mse")
+OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
+# Per-run traced values and their dtypes; every grid supplies all of them.
+RUN_VALUES = {"seed": np.int32, "data_seed": np.int32, "init": np.int32, "lr": np.float32}
+# Independent key streams derived from a run's seeds with `fold_in`. Keys
+# depend on the seeds only, never on a run's position in the grid, so a run
+# gives the same numbers alone or in any grid, and runs of different
+# conditions with the same seed share their data (a paired comparison).
+DATA_STREAM, INIT_STREAM, SHUFFLE_STREAM = 0, 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """The static part of a training program."""
+
+    task: data_lib.TwoGaussians = data_lib.TwoGaussians()
+    hidden: tuple[int, ...] = (100, 100)
+    activation: str = "relu"
+    n_out: int = 2
+    loss: str = "cross_entropy"  # or "mse" on one-hot targets, as the original code
+    optimizer: str = "adam"
+    schemes: tuple[str, ...] = ("glorot_uniform",)  # the choices of the traced `init`
+    init_biases: bool = False  # biases drawn like the weights (original code)
+    epochs: int = 100
+    batch_size: int | None = 64  # None: full batch
+    eval_every: int = 10  # stride of the large-sample score; the last epoch always
+
+    def __post_init__(self):
+        inits.check_schemes(self.schemes)
+        for field, value, choices in [("activation", self.activation, ACTIVATIONS),
+                                      ("loss", self.loss, LOSSES),
+                                      ("optimizer", self.optimizer, OPTIMIZERS)]:
+            if value not in choices:
+                raise ValueError(f"unknown {field} {value!r}; choose from {', '.join(choices)}")
+        if self.epochs < 1 or self.eval_every < 1:
+            raise ValueError("epochs and eval_every must be at least 1")
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Minibatches per epoch; the remainder of a reshuffled epoch is dropped."""
+        return 1 if self.batch_size is None else self.task.n_train // self.batch_size
+
+    def eval_epochs(self) -> np.ndarray:
+        """Boolean mask (epochs,) of the epochs scored on the large sample."""
+        epoch = np.arange(1, self.epochs + 1)
+        return (epoch % self.eval_every == 0) | (epoch == self.epochs)
+
+
+def build_model(setup: Setup, init_index, key) -> MLP:
+    kernel_init = inits.select(setup.schemes, init_index)
+    bias_init = inits.like_weights(kernel_init) if setup.init_biases else nnx.initializers.zeros
+    return MLP(setup.task.dim, setup.hidden, setup.n_out, activation=setup.activation,
+               kernel_init=kernel_init, bias_init=bias_init, rngs=nnx.Rngs(key))
+
+
+def model_table(setup: Setup) -> list[dict]:
+    """The layer table of the setup's model, from shapes only (nothing is computed)."""
+    return layer_table(nnx.eval_shape(lambda: build_model(setup, 0, jax.random.key(0))))
+
+
+def loss_fn(setup: Setup, logits: jax.Array, y: jax.Array) -> jax.Array:
+    if setup.loss == "mse":
+        return jnp.mean((logits - jax.nn.one_hot(y, setup.n_out)) ** 2)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def make_step(loss, tx: optax.GradientTransformation):
+    """One training step as S-step describes it: forward pass and loss,
+    gradient of the loss with respect to the parameters, update against it.
+
+    `loss(params, x, y) -> scalar`; returns `step(params, opt_state, x, y) ->
+    (params, opt_state, loss)`.
+    """
+
+    def step(params, opt_state, x, y):
+        value, grads = jax.value_and_grad(loss)(params, x, y)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return step
+
+
+def distinct_units(kernel: jax.Array, bias: jax.Array, rtol: float = 1e-3) -> jax.Array:
+    """How many units of a layer compute different functions.
+
+    Two units count as one when their incoming weights and bias differ by at
+    most `rtol` times the layer's largest entry. A layer whose symmetry was
+    never broken has 1; rounding can split identical units by a few ulps,
+    which `rtol` ignores.
+    """
+    units = jnp.concatenate([kernel, bias[None]], axis=0).T  # (units, fan_in + 1)
+    gap = jnp.max(jnp.abs(units[:, None] - units[None]), axis=-1)  # (units, units)
+    earlier = jnp.tril(jnp.ones(gap.shape, bool), k=-1)
+    repeats = jnp.any(earlier & (gap <= rtol * jnp.max(jnp.abs(units))), axis=1)
+    return jnp.sum(~repeats).astype(jnp.float32)
+
+
+def train_run(setup: Setup, values: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Train one run; `values` holds its traced scalars (see `RUN_VALUES`).
+
+    Returns per-epoch metrics of shape (epochs,) (`eval_acc` is NaN off the
+    stride) and per-run scalars of shape ().
+    """
+    seed_key = jax.random.key(values["seed"])
+    data = data_lib.sample(setup.task, jax.random.fold_in(jax.random.key(values["data_seed"]), DATA_STREAM))
+    model = build_model(setup, values["init"], jax.random.fold_in(seed_key, INIT_STREAM))
+    graphdef, params = nnx.split(model)
+    tx = OPTIMIZERS[setup.optimizer](values["lr"])
+
+    def logits_of(params, x):
+        return nnx.merge(graphdef, params)(x)
+
+    def loss(params, x, y):
+        return loss_fn(setup, logits_of(params, x), y)
+
+    def scores(params, x, y):
+        logits = logits_of(params, x)
+        return loss_fn(setup, logits, y), jnp.mean(jnp.argmax(logits, -1) == y)
+
+    step = make_step(loss, tx)
+    shuffle_key = jax.random.fold_in(seed_key, SHUFFLE_STREAM)
+
+    def strided_metrics(params):
+        """The costly metrics, computed only every `eval_every` epochs."""
+        out = {"eval_acc": scores(params, data["x_eval"], data["y_eval"])[1]}
+        for i in range(len(setup.hidden)):
+            layer = params["layers"][i]
+            out[f"distinct_h{i + 1}"] = distinct_units(layer["kernel"].value, layer["bias"].value)
+        return out
+
+    shapes = jax.eval_shape(strided_metrics, params)
+    n_batches, eval_epochs = setup.batches_per_epoch, jnp.asarray(setup.eval_epochs())
+    batch = setup.batch_size or setup.task.n_train
+
+    def epoch(carry, index):
+        params, opt_state = carry
+        order = jax.random.permutation(jax.random.fold_in(shuffle_key, index), setup.task.n_train)
+        order = order[: n_batches * batch].reshape(n_batches, batch)
+
+        def minibatch(carry, idx):
+            params, opt_state, _ = step(*carry, data["x_train"][idx], data["y_train"][idx])
+            return (params, opt_state), None
+
+        (params, opt_state), _ = jax.lax.scan(minibatch, (params, opt_state), order)
+        train_loss, train_acc = scores(params, data["x_train"], data["y_train"])
+        test_loss, test_acc = scores(params, data["x_test"], data["y_test"])
+        metrics = {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
+                   "test_acc": test_acc, "diverged": ~jnp.isfinite(train_loss)}
+        strided = jax.lax.cond(eval_epochs[index], lambda: strided_metrics(params),
+                               lambda: jax.tree.map(lambda _: jnp.float32(jnp.nan), shapes))
+        return (params, opt_state), metrics | strided
+
+    carry = (params, tx.init(params))
+    _, metrics = jax.lax.scan(epoch, carry, jnp.arange(setup.epochs))
+    metrics["bayes_acc"] = data["bayes_acc"]
+    return metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    compile_s: float
+    train_s: float
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(setup: Setup, devices: tuple, n_runs: int, batch_runs: int):
+    mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
+    per_device = functools.partial(jax.lax.map, functools.partial(train_run, setup),
+                                   batch_size=batch_runs if batch_runs > 1 else None)
+    program = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=P("runs"), out_specs=P("runs"),
+                                      check_vma=False))
+    sharding = jax.sharding.NamedSharding(mesh, P("runs"))
+    shapes = {k: jax.ShapeDtypeStruct((n_runs,), dt, sharding=sharding) for k, dt in RUN_VALUES.items()}
+    return program.lower(shapes).compile(), sharding
+
+
+def train_grid(setup: Setup, values: dict[str, Sequence], *, devices: Sequence | None = None,
+               batch_runs: int = 1) -> tuple[dict[str, np.ndarray], Timing]:
+    """Train every run of a grid in one compiled program.
+
+    `values` maps each key of `RUN_VALUES` to a sequence of length `runs`.
+    Returns each metric with a leading `runs` axis, (runs, epochs) or (runs,),
+    and the compile and training times. Runs are padded to a multiple of the
+    device count (copies of the last run) and the padding dropped.
+    """
+    devices = tuple(devices or jax.devices())
+    n_runs = len(values["seed"])
+    shard = len(devices) * batch_runs
+    padded = -(-n_runs // shard) * shard
+    start = time.perf_counter()
+    program, sharding = _compiled(setup, devices, padded, batch_runs)
+    compiled = time.perf_counter()
+    args = {k: np.asarray(values[k], dtype=dt) for k, dt in RUN_VALUES.items()}
+    args = {k: jax.device_put(np.pad(v, (0, padded - n_runs), mode="edge"), sharding)
+            for k, v in args.items()}
+    out = jax.block_until_ready(program(args))
+    trained = time.perf_counter()
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        out = multihost_utils.process_allgather(out, tiled=True)
+    metrics = {k: np.asarray(v)[:n_runs] for k, v in out.items()}
+    return metrics, Timing(compile_s=compiled - start, train_s=trained - compiled)
