@@ -54,7 +54,7 @@ class Setup:
     init_biases: bool = False  # biases drawn like the weights (original code)
     epochs: int = 100
     batch_size: int | None = 64  # None: full batch
-    eval_every: int = 10  # stride of the large-sample score; the last epoch always
+    evals: int = 5  # large-sample scores per run, every epochs / evals epochs
 
     def __post_init__(self):
         inits.check_schemes(self.schemes)
@@ -63,18 +63,17 @@ class Setup:
                                       ("optimizer", self.optimizer, OPTIMIZERS)]:
             if value not in choices:
                 raise ValueError(f"unknown {field} {value!r}; choose from {', '.join(choices)}")
-        if self.epochs < 1 or self.eval_every < 1:
-            raise ValueError("epochs and eval_every must be at least 1")
+        if self.epochs < 1 or self.evals < 1 or self.epochs % self.evals:
+            raise ValueError(f"epochs ({self.epochs}) must be a positive multiple of evals ({self.evals})")
 
     @property
     def batches_per_epoch(self) -> int:
         """Minibatches per epoch; the remainder of a reshuffled epoch is dropped."""
         return 1 if self.batch_size is None else self.task.n_train // self.batch_size
 
-    def eval_epochs(self) -> np.ndarray:
-        """Boolean mask (epochs,) of the epochs scored on the large sample."""
-        epoch = np.arange(1, self.epochs + 1)
-        return (epoch % self.eval_every == 0) | (epoch == self.epochs)
+    @property
+    def eval_every(self) -> int:
+        return self.epochs // self.evals
 
 
 def build_model(setup: Setup, init_index, key) -> MLP:
@@ -158,9 +157,7 @@ def train_run(setup: Setup, values: dict[str, jax.Array]) -> dict[str, jax.Array
             layer = params["layers"][i]
             out[f"distinct_h{i + 1}"] = distinct_units(layer["kernel"].value, layer["bias"].value)
         return out
-
-    shapes = jax.eval_shape(strided_metrics, params)
-    n_batches, eval_epochs = setup.batches_per_epoch, jnp.asarray(setup.eval_epochs())
+    n_batches = setup.batches_per_epoch
     batch = setup.batch_size or setup.task.n_train
 
     def epoch(carry, index):
@@ -177,12 +174,19 @@ def train_run(setup: Setup, values: dict[str, jax.Array]) -> dict[str, jax.Array
         test_loss, test_acc = scores(params, data["x_test"], data["y_test"])
         metrics = {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
                    "test_acc": test_acc, "diverged": ~jnp.isfinite(train_loss)}
-        strided = jax.lax.cond(eval_epochs[index], lambda: strided_metrics(params),
-                               lambda: jax.tree.map(lambda _: jnp.float32(jnp.nan), shapes))
-        return (params, opt_state), metrics | strided
+        return (params, opt_state), metrics
+
+    def block(carry, first):
+        """`eval_every` epochs, then the costly metrics once."""
+        carry, metrics = jax.lax.scan(epoch, carry, first + jnp.arange(setup.eval_every))
+        return carry, (metrics, strided_metrics(carry[0]))
 
     carry = (params, tx.init(params))
-    _, metrics = jax.lax.scan(epoch, carry, jnp.arange(setup.epochs))
+    starts = jnp.arange(0, setup.epochs, setup.eval_every)
+    _, (metrics, strided) = jax.lax.scan(block, carry, starts)
+    metrics = {k: v.reshape(setup.epochs) for k, v in metrics.items()}
+    for k, v in strided.items():  # NaN between the scored epochs
+        metrics[k] = jnp.full(setup.epochs, jnp.nan).at[setup.eval_every - 1::setup.eval_every].set(v)
     metrics["bayes_acc"] = data["bayes_acc"]
     return metrics
 

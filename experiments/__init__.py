@@ -1,0 +1,25 @@
+"""The registry of experiments: one module per question of the study.
+
+Each module defines `NAME`, `QUESTION`, `plan(seeds, epochs, quick)` (its
+grid as `study.runner.Program`s), `figures(frame)` and `section(frame,
+metadata)`; its claims and verdict rules live with it.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from experiments import initialization
+
+REGISTRY: dict[str, ModuleType] = {m.NAME: m for m in (initialization,)}
+
+
+def get(name: str) -> ModuleType:
+    if name not in REGISTRY:
+        raise KeyError(f"unknown experiment {name!r}; choose from {', '.join(REGISTRY)} or all")
+    return REGISTRY[name]
+
+
+def select(name: str) -> list[ModuleType]:
+    """`all` or one experiment's name -> the modules to act on."""
+    return list(REGISTRY.values()) if name == "all" else [get(name)]

@@ -1,0 +1,1 @@
+"""Engine of the deep-learning-details study: data, models, training, results, figures, report."""

@@ -1,0 +1,119 @@
+"""`study bench`: how fast the default initialization grid trains, as ratios
+measured in one process.
+
+Prints, per program and in total: run-epochs per second; the FLOPs of the
+compiled program from XLA's cost analysis against this machine's dense-matmul
+rate (measured here, one device at a time, times the device count); and the
+time of the same runs trained the way a typical JAX user writes it (a jitted
+step called from a Python loop, one run at a time), timed on a few runs and
+scaled to the grid.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from unittest import mock
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from experiments import initialization
+from study import data as data_lib
+from study import runner, train
+
+
+def run_flops(setup: train.Setup) -> float:
+    """FLOPs of one run, from XLA's cost analysis.
+
+    XLA counts a loop body once whatever its trip count, so the run is
+    traced with every scan unrolled at 1-2 epochs, and the cost is solved for
+    its fixed part, per epoch and per large-sample score, then scaled.
+    """
+    scan = jax.lax.scan
+    shapes = {k: jax.ShapeDtypeStruct((), dt) for k, dt in train.RUN_VALUES.items()}
+
+    def cost(epochs, evals):
+        small = train.Setup(**{**setup.__dict__, "epochs": epochs, "evals": evals})
+        with mock.patch.object(jax.lax, "scan", functools.partial(scan, unroll=True)):
+            lowered = jax.jit(functools.partial(train.train_run, small)).lower(shapes)
+        return lowered.compile().cost_analysis()["flops"]
+
+    base, per_epoch, per_eval = cost(1, 1), cost(2, 1), cost(2, 2)
+    per_eval -= per_epoch
+    per_epoch -= base
+    fixed = base - per_epoch - per_eval
+    return fixed + setup.epochs * per_epoch + setup.evals * per_eval
+
+
+def matmul_rate(n: int = 1024, repeats: int = 10) -> float:
+    """Dense float32 matmul FLOP/s of one device."""
+    a = jax.device_put(jnp.ones((n, n), jnp.float32), jax.devices()[0])
+    f = jax.jit(lambda a: a @ a)
+    f(a).block_until_ready()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        f(a).block_until_ready()
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def python_loop_time(setup: train.Setup, runs: int) -> float:
+    """Seconds to train `runs` runs of `setup` with a jitted step called from
+    Python, one run at a time, metrics fetched every epoch."""
+    values = {"seed": 0, "data_seed": 0, "init": 0, "lr": 0.003}
+    model = train.build_model(setup, values["init"], jax.random.key(0))
+    graphdef, _ = nnx.split(model)
+    tx = optax.adam(values["lr"])
+
+    def loss(params, x, y):
+        return train.loss_fn(setup, nnx.merge(graphdef, params)(x), y)
+
+    step = jax.jit(train.make_step(loss, tx))
+    score = jax.jit(loss)
+    sample = jax.jit(functools.partial(data_lib.sample, setup.task))
+    batch = setup.batch_size or setup.task.n_train
+    start = time.perf_counter()
+    for seed in range(runs):
+        data = sample(jax.random.key(seed))
+        params = nnx.split(train.build_model(setup, 0, jax.random.key(seed)))[1]
+        opt_state = tx.init(params)
+        rng = np.random.default_rng(seed)
+        for _ in range(setup.epochs):
+            order = rng.permutation(setup.task.n_train)
+            for b in range(setup.batches_per_epoch):
+                idx = order[b * batch:(b + 1) * batch]
+                params, opt_state, _ = step(params, opt_state, data["x_train"][idx], data["y_train"][idx])
+            float(score(params, data["x_test"], data["y_test"]))
+    return time.perf_counter() - start
+
+
+def main(seeds: int, epochs: int, naive_runs: int) -> None:
+    devices = jax.devices()
+    rate = matmul_rate()
+    print(f"devices: {len(devices)} x {devices[0].device_kind}; dense matmul "
+          f"{rate / 1e9:.1f} GFLOP/s per device, {rate * len(devices) / 1e9:.1f} in all")
+    total = {"runs": 0, "run_epochs": 0, "train_s": 0.0, "compile_s": 0.0, "flops": 0.0, "naive_s": 0.0}
+    for program in initialization.plan(seeds=seeds, epochs=epochs):
+        setup, runs = program.setup, program.runs
+        _, timing = train.train_grid(setup, runner.run_values(setup, runs))
+        flops = run_flops(setup) * len(runs)
+        naive = python_loop_time(setup, naive_runs) * len(runs) / naive_runs
+        floor = flops / (rate * len(devices))
+        print(f"{program.label:18s} {len(runs):4d} runs x {setup.epochs} epochs: train "
+              f"{timing.train_s:6.1f} s ({len(runs) * setup.epochs / timing.train_s:7.0f} run-epochs/s), "
+              f"compile {timing.compile_s:4.1f} s; {flops / 1e12:.2f} TFLOP -> "
+              f"{flops / timing.train_s / 1e9:5.1f} GFLOP/s, {timing.train_s / floor:.2f}x the matmul floor "
+              f"({floor:.1f} s); Python loop {naive:7.1f} s = {naive / timing.train_s:.1f}x slower")
+        for key, value in [("runs", len(runs)), ("run_epochs", len(runs) * setup.epochs),
+                           ("train_s", timing.train_s), ("compile_s", timing.compile_s),
+                           ("flops", flops), ("naive_s", naive)]:
+            total[key] += value
+    floor = total["flops"] / (rate * len(devices))
+    print(f"{'total':18s} {total['runs']:4d} runs: train {total['train_s']:.1f} s "
+          f"({total['run_epochs'] / total['train_s']:.0f} run-epochs/s), compile {total['compile_s']:.1f} s; "
+          f"{total['flops'] / 1e12:.2f} TFLOP at {total['flops'] / total['train_s'] / 1e9:.1f} GFLOP/s = "
+          f"{total['train_s'] / floor:.2f}x the matmul floor ({floor:.1f} s); "
+          f"Python loop {total['naive_s']:.0f} s = {total['naive_s'] / total['train_s']:.1f}x slower")

@@ -1,0 +1,113 @@
+"""Seaborn figures drawn from seed summaries, never from training.
+
+Plot functions take a summary frame (columns `mean`, `lo`, `hi` from
+`stats.summarize`) and an optional Axes, and return the Axes. A `Figure`
+couples the summary it draws with its drawing function, so the exact numbers
+behind every plot are saved beside it as CSV and can be checked to
+regenerate unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from study.results import atomic_write  # noqa: E402
+
+PALETTE = "colorblind"
+BAYES_STYLE = {"color": "black", "linestyle": ":", "linewidth": 1.2}
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    name: str  # file stem: `<experiment>-<name>`
+    caption: str
+    data: pd.DataFrame  # the summary drawn
+    draw: Callable[[pd.DataFrame], matplotlib.figure.Figure]
+
+
+def palette(levels) -> dict:
+    colors = sns.color_palette(PALETTE, len(levels))
+    return dict(zip(levels, colors))
+
+
+def bayes_line(ax, bayes: float | None) -> None:
+    if bayes is not None:
+        ax.axhline(bayes, **BAYES_STYLE, label=f"Bayes limit {bayes:.4f}")
+
+
+def bands(summary: pd.DataFrame, x: str, hue: str, ax=None, *, dashed=(), bayes=None):
+    """Mean curves with their 95% bands, one per level of `hue`; levels in
+    `dashed` are drawn dashed (e.g. constant initializations)."""
+    ax = ax or plt.gca()
+    levels = list(dict.fromkeys(summary[hue]))
+    colors = palette(levels)
+    for level in levels:
+        part = summary[summary[hue] == level].sort_values(x)
+        ax.plot(part[x], part["mean"], color=colors[level], label=level,
+                linestyle="--" if level in dashed else "-")
+        ax.fill_between(part[x], part["lo"], part["hi"], color=colors[level], alpha=0.15, linewidth=0)
+    bayes_line(ax, bayes)
+    ax.set_xlabel(x)
+    return ax
+
+
+def intervals(summary: pd.DataFrame, y: str, hue: str, ax=None, *, bayes=None):
+    """Horizontal means with 95% error bars: one row per level of `y`, dodged by `hue`."""
+    ax = ax or plt.gca()
+    rows = list(dict.fromkeys(summary[y]))
+    levels = list(dict.fromkeys(summary[hue]))
+    colors = palette(levels)
+    step = 0.7 / max(len(levels), 1)
+    for j, level in enumerate(levels):
+        part = summary[summary[hue] == level]
+        pos = part[y].map(rows.index) + (j - (len(levels) - 1) / 2) * step
+        ax.errorbar(part["mean"], pos, xerr=[part["mean"] - part["lo"], part["hi"] - part["mean"]],
+                    fmt="o", color=colors[level], label=level, capsize=2, markersize=4)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.invert_yaxis()
+    if bayes is not None:
+        ax.axvline(bayes, **BAYES_STYLE, label=f"Bayes limit {bayes:.4f}")
+    return ax
+
+
+def facets(summary: pd.DataFrame, col: str, plot: Callable, *, ylabel: str, width: float = 4.2,
+           height: float = 3.6, sharey: bool = True, **kwargs) -> matplotlib.figure.Figure:
+    """One panel per level of `col`, each drawn by `plot(part, ax=ax, **kwargs)`,
+    with one shared legend to the right."""
+    levels = list(dict.fromkeys(summary[col]))
+    fig, axes = plt.subplots(1, len(levels), figsize=(width * len(levels) + 1.8, height),
+                             sharey=sharey, squeeze=False)
+    for ax, level in zip(axes[0], levels):
+        plot(summary[summary[col] == level], ax=ax, **kwargs)
+        ax.set_title(f"{col} = {level}")
+    axes[0][0].set_ylabel(ylabel)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def save(figure: Figure, experiment: str, out: Path) -> list[Path]:
+    """Write `figures/<experiment>-<name>.{png,svg,csv}` under `out`."""
+    stem = Path(out) / "figures" / f"{experiment}-{figure.name}"
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9):
+        fig = figure.draw(figure.data)
+    paths = []
+    for suffix, kwargs in [(".png", {"dpi": 150}), (".svg", {"metadata": {"Date": None}})]:
+        path = stem.with_suffix(suffix)
+        atomic_write(path, lambda tmp, kw=kwargs, s=suffix: fig.savefig(
+            tmp, format=s[1:], bbox_inches="tight", **kw))
+        paths.append(path)
+    plt.close(fig)
+    csv = stem.with_suffix(".csv")
+    atomic_write(csv, lambda tmp: figure.data.to_csv(tmp, index=False, float_format="%.6g"))
+    return [*paths, csv]

@@ -1,0 +1,60 @@
+"""Tidy parquet results with provenance: the one reader and writer.
+
+A results file holds one row per (run, epoch) and the experiment's metadata
+(config, package versions, git commit, devices, wall time) as JSON in the
+parquet schema metadata. Files are written to a temporary name and renamed,
+so an interrupted run leaves the previous file, never a corrupt one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+METADATA_KEY = b"study"
+
+
+class ResultsError(ValueError):
+    """A results file is missing or not one this package wrote."""
+
+
+def path_for(out: Path, name: str) -> Path:
+    return Path(out) / "results" / f"{name}.parquet"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call `write(tmp_path)` and move the file into place only if it succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write(path: Path, frame: pd.DataFrame, metadata: dict) -> None:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({**table.schema.metadata, METADATA_KEY: json.dumps(metadata)})
+    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
+
+
+def read(path: Path) -> tuple[pd.DataFrame, dict]:
+    """The frame and metadata of a results file, or a one-line ResultsError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"no results file {path}; run `study run {path.stem}` first")
+    try:
+        table = pq.read_table(path)
+        metadata = json.loads(table.schema.metadata[METADATA_KEY])
+    except (pa.ArrowException, OSError, KeyError, TypeError, ValueError) as err:
+        raise ResultsError(f"{path} is not a results file of this package ({type(err).__name__})") from None
+    return table.to_pandas(), metadata
