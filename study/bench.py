@@ -63,8 +63,8 @@ def matmul_rate(n: int = 1024, repeats: int = 10) -> float:
 def python_loop_time(setup: train.Setup, runs: int) -> float:
     """Seconds to train `runs` runs of `setup` with a jitted step called from
     Python, one run at a time, metrics fetched every epoch."""
-    values = {"seed": 0, "data_seed": 0, "init": 0, "lr": 0.003}
-    model = train.build_model(setup, values["init"], jax.random.key(0))
+    values = {"seed": 0, "data_seed": 0, "init": 0, "activation": 0, "lr": 0.003}
+    model = train.build_model(setup, values, jax.random.key(0))
     graphdef, _ = nnx.split(model)
     tx = optax.adam(values["lr"])
 
@@ -78,7 +78,7 @@ def python_loop_time(setup: train.Setup, runs: int) -> float:
     start = time.perf_counter()
     for seed in range(runs):
         data = sample(jax.random.key(seed))
-        params = nnx.split(train.build_model(setup, 0, jax.random.key(seed)))[1]
+        params = nnx.split(train.build_model(setup, values, jax.random.key(seed)))[1]
         opt_state = tx.init(params)
         rng = np.random.default_rng(seed)
         for _ in range(setup.epochs):

@@ -8,7 +8,7 @@ under `jit`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 from flax import nnx
@@ -18,17 +18,28 @@ from study.inits import Initializer
 ACTIVATIONS = {"relu": nnx.relu, "tanh": nnx.tanh, "sigmoid": nnx.sigmoid}
 
 
+def select_activation(names: Sequence[str], index: jax.Array) -> Callable[[jax.Array], jax.Array]:
+    """The activation `names[index]`, with `index` a traced int32 scalar: one
+    program serves every activation of a grid."""
+    unknown = [n for n in names if n not in ACTIVATIONS]
+    if unknown:
+        raise ValueError(f"unknown activation {unknown[0]!r}; choose from {', '.join(ACTIVATIONS)}")
+    branches = [ACTIVATIONS[n] for n in names]
+    return lambda x: jax.lax.switch(index, branches, x)
+
+
 class MLP(nnx.Module):
     """Dense layers `in -> hidden... -> out`, an activation after each hidden layer."""
 
-    def __init__(self, n_in: int, hidden: Sequence[int], n_out: int, *, activation: str,
+    def __init__(self, n_in: int, hidden: Sequence[int], n_out: int, *,
+                 activation: Callable[[jax.Array], jax.Array],
                  kernel_init: Initializer, bias_init: Initializer, rngs: nnx.Rngs):
         sizes = [n_in, *hidden, n_out]
         self.layers = nnx.List([
             nnx.Linear(a, b, kernel_init=kernel_init, bias_init=bias_init, rngs=rngs)
             for a, b in zip(sizes[:-1], sizes[1:])
         ])
-        self.activation = ACTIVATIONS[activation]
+        self.activation = activation
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x (batch, n_in) -> logits (batch, n_out)."""

@@ -1,7 +1,8 @@
 """From an experiment's declared grid to one tidy frame with provenance.
 
 An experiment declares `Program`s: a static `Setup` and a table of runs (its
-condition columns, `seed`, `data_seed`, the `init` scheme name and `lr`).
+condition columns, `seed`, `data_seed`, the `init` and `activation` names
+and `lr`).
 Each program is trained by `train.train_grid` in one compiled call; the
 per-run metrics are unrolled into one row per (run, epoch).
 """
@@ -45,7 +46,9 @@ def tidy(runs: pd.DataFrame, metrics: dict[str, np.ndarray], epochs: int) -> pd.
 def run_values(setup: train.Setup, runs: pd.DataFrame) -> dict[str, np.ndarray]:
     """The traced per-run values of `train.RUN_VALUES` from a runs table."""
     return {"seed": runs["seed"].to_numpy(), "data_seed": runs["data_seed"].to_numpy(),
-            "init": runs["init"].map(setup.schemes.index).to_numpy(), "lr": runs["lr"].to_numpy()}
+            "init": runs["init"].map(setup.schemes.index).to_numpy(),
+            "activation": runs["activation"].map(setup.activations.index).to_numpy(),
+            "lr": runs["lr"].to_numpy()}
 
 
 def run(name: str, programs: list[Program], config: dict,

@@ -27,12 +27,13 @@ from jax.sharding import PartitionSpec as P
 
 from study import data as data_lib
 from study import inits
-from study.models import ACTIVATIONS, MLP, layer_table
+from study.models import MLP, layer_table, select_activation
 
 LOSSES = ("cross_entropy", "mse")
 OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
 # Per-run traced values and their dtypes; every grid supplies all of them.
-RUN_VALUES = {"seed": np.int32, "data_seed": np.int32, "init": np.int32, "lr": np.float32}
+RUN_VALUES = {"seed": np.int32, "data_seed": np.int32, "init": np.int32, "activation": np.int32,
+              "lr": np.float32}
 # Independent key streams derived from a run's seeds with `fold_in`. Keys
 # depend on the seeds only, never on a run's position in the grid, so a run
 # gives the same numbers alone or in any grid, and runs of different
@@ -46,7 +47,7 @@ class Setup:
 
     task: data_lib.TwoGaussians = data_lib.TwoGaussians()
     hidden: tuple[int, ...] = (100, 100)
-    activation: str = "relu"
+    activations: tuple[str, ...] = ("relu",)  # the choices of the traced `activation`
     n_out: int = 2
     loss: str = "cross_entropy"  # or "mse" on one-hot targets, as the original code
     optimizer: str = "adam"
@@ -58,8 +59,8 @@ class Setup:
 
     def __post_init__(self):
         inits.check_schemes(self.schemes)
-        for field, value, choices in [("activation", self.activation, ACTIVATIONS),
-                                      ("loss", self.loss, LOSSES),
+        select_activation(self.activations, 0)
+        for field, value, choices in [("loss", self.loss, LOSSES),
                                       ("optimizer", self.optimizer, OPTIMIZERS)]:
             if value not in choices:
                 raise ValueError(f"unknown {field} {value!r}; choose from {', '.join(choices)}")
@@ -76,16 +77,19 @@ class Setup:
         return self.epochs // self.evals
 
 
-def build_model(setup: Setup, init_index, key) -> MLP:
-    kernel_init = inits.select(setup.schemes, init_index)
+def build_model(setup: Setup, values: dict, key) -> MLP:
+    """The run's model; `values["init"]` and `values["activation"]` may be traced."""
+    kernel_init = inits.select(setup.schemes, values["init"])
     bias_init = inits.like_weights(kernel_init) if setup.init_biases else nnx.initializers.zeros
-    return MLP(setup.task.dim, setup.hidden, setup.n_out, activation=setup.activation,
+    return MLP(setup.task.dim, setup.hidden, setup.n_out,
+               activation=select_activation(setup.activations, values["activation"]),
                kernel_init=kernel_init, bias_init=bias_init, rngs=nnx.Rngs(key))
 
 
 def model_table(setup: Setup) -> list[dict]:
     """The layer table of the setup's model, from shapes only (nothing is computed)."""
-    return layer_table(nnx.eval_shape(lambda: build_model(setup, 0, jax.random.key(0))))
+    first = {"init": 0, "activation": 0}
+    return layer_table(nnx.eval_shape(lambda: build_model(setup, first, jax.random.key(0))))
 
 
 def loss_fn(setup: Setup, logits: jax.Array, y: jax.Array) -> jax.Array:
@@ -133,7 +137,7 @@ def train_run(setup: Setup, values: dict[str, jax.Array]) -> dict[str, jax.Array
     """
     seed_key = jax.random.key(values["seed"])
     data = data_lib.sample(setup.task, jax.random.fold_in(jax.random.key(values["data_seed"]), DATA_STREAM))
-    model = build_model(setup, values["init"], jax.random.fold_in(seed_key, INIT_STREAM))
+    model = build_model(setup, values, jax.random.fold_in(seed_key, INIT_STREAM))
     graphdef, params = nnx.split(model)
     tx = OPTIMIZERS[setup.optimizer](values["lr"])
 
