@@ -54,7 +54,7 @@ def layer_table(model: MLP) -> list[dict]:
     (S-tricks' "visualize the model"), stored with the results for the report."""
     rows = []
     for i, layer in enumerate(model.layers):
-        kernel, bias = layer.kernel.value.shape, layer.bias.value.shape
+        kernel, bias = layer.kernel.shape, layer.bias.shape
         kind = "output" if i == len(model.layers) - 1 else f"hidden {i + 1}"
         rows.append({"layer": kind, "kernel": list(kernel), "bias": list(bias),
                      "params": int(kernel[0] * kernel[1] + bias[0])})

@@ -159,7 +159,7 @@ def train_run(setup: Setup, values: dict[str, jax.Array]) -> dict[str, jax.Array
         out = {"eval_acc": scores(params, data["x_eval"], data["y_eval"])[1]}
         for i in range(len(setup.hidden)):
             layer = params["layers"][i]
-            out[f"distinct_h{i + 1}"] = distinct_units(layer["kernel"].value, layer["bias"].value)
+            out[f"distinct_h{i + 1}"] = distinct_units(layer["kernel"][...], layer["bias"][...])
         return out
     n_batches = setup.batches_per_epoch
     batch = setup.batch_size or setup.task.n_train

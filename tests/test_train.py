@@ -1,0 +1,101 @@
+"""The training engine: the S-step, batched and sharded grids, determinism."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from study import train
+from study.data import TwoGaussians
+
+# One small setup shared by the tests, so its programs compile once per shape.
+SETUP = train.Setup(task=TwoGaussians(n_eval=500), hidden=(8,), loss="mse", optimizer="sgd",
+                    schemes=("glorot_uniform", "zeros", "normal_10"), activations=("relu", "sigmoid"),
+                    epochs=6, evals=3, batch_size=64)
+# seed, data_seed, init, activation, lr: a plain run, a constant-0 sigmoid run,
+# a run diverging under a huge learning rate, another seed.
+GRID = {"seed": [0, 0, 1, 2], "data_seed": [0, 0, 1, 2], "init": [0, 1, 2, 0],
+        "activation": [0, 1, 0, 1], "lr": [0.1, 0.1, 1e8, 0.1]}
+
+
+@pytest.fixture(scope="module")
+def grid():
+    return train.train_grid(SETUP, GRID)[0]
+
+
+def test_hand_written_sgd_step_matches_optax_sgd():
+    """S-step: w - lr * g, written by hand, gives the weights optax.sgd gives
+    (to float32 rounding: XLA may fuse the two forms differently)."""
+    params = {"w": jnp.array([[0.5, -1.0], [2.0, 0.25]]), "b": jnp.array([0.1, -0.2])}
+    x, y = jnp.array([[1.0, 2.0], [-1.0, 0.5], [0.3, 0.3]]), jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+
+    def loss(p, x, y):
+        return jnp.mean((jnp.tanh(x @ p["w"] + p["b"]) - y) ** 2)
+
+    lr, tx = 0.3, optax.sgd(0.3)
+    step = jax.jit(train.make_step(loss, tx))
+    by_optax, state, by_hand = params, tx.init(params), params
+    for _ in range(3):
+        by_optax, state, _ = step(by_optax, state, x, y)
+        grads = jax.grad(loss)(by_hand, x, y)
+        by_hand = jax.tree.map(lambda w, g: w - lr * g, by_hand, grads)
+    for name in params:
+        np.testing.assert_allclose(by_optax[name], by_hand[name], rtol=1e-6, atol=1e-7)
+        assert not np.array_equal(by_optax[name], params[name])
+
+
+def test_metrics_shapes_and_eval_stride(grid):
+    assert grid["train_loss"].shape == (4, 6) and grid["bayes_acc"].shape == (4,)
+    scored = ~np.isnan(grid["eval_acc"][0])
+    np.testing.assert_array_equal(scored, [False, True, False, True, False, True])
+    assert np.all(np.isfinite(grid["test_acc"][[0, 1, 3]]))
+    np.testing.assert_allclose(grid["bayes_acc"], 0.9584, atol=1e-4)
+
+
+def test_divergence_is_recorded_not_raised(grid):
+    assert grid["diverged"][2, -1] and not np.isfinite(grid["train_loss"][2, -1])
+    assert not grid["diverged"][[0, 1, 3]].any()
+    assert grid["train_acc"][0, -1] > 0.85  # the plain run learns
+
+
+def test_constant_init_keeps_one_distinct_unit(grid):
+    scored = ~np.isnan(grid["distinct_h1"][0])
+    np.testing.assert_array_equal(grid["distinct_h1"][1, scored], 1)
+    np.testing.assert_array_equal(grid["distinct_h1"][0, scored], 8)
+
+
+def test_distinct_units_counts_by_hand():
+    kernel = jnp.array([[1.0, 1.0, 2.0, 1.0], [0.0, 0.0, 0.0, 1e-9]])
+    bias = jnp.array([0.5, 0.5, 0.5, 0.5])
+    # units 0, 1 and 3 are equal within 1e-3 of the largest entry; unit 2 differs
+    assert train.distinct_units(kernel, bias) == 2
+    assert train.distinct_units(kernel, jnp.array([0.5, 0.6, 0.5, 0.7])) == 4
+
+
+def test_run_in_grid_equals_run_alone(grid):
+    alone, _ = train.train_grid(SETUP, {k: v[3:] for k, v in GRID.items()}, devices=jax.devices()[:1])
+    for name, values in grid.items():
+        np.testing.assert_array_equal(values[3], alone[name][0], err_msg=name)
+
+
+def test_two_devices_equal_one(grid):
+    assert len(jax.devices()) == 2
+    single, _ = train.train_grid(SETUP, GRID, devices=jax.devices()[:1])
+    for name, values in grid.items():
+        np.testing.assert_array_equal(values, single[name], err_msg=name)
+
+
+def test_rerun_is_bit_identical(grid):
+    again, _ = train.train_grid(SETUP, GRID)
+    for name, values in grid.items():
+        np.testing.assert_array_equal(values, again[name], err_msg=name)
+
+
+def test_setup_rejects_bad_values():
+    with pytest.raises(ValueError, match="multiple of evals"):
+        train.Setup(epochs=7, evals=5)
+    with pytest.raises(ValueError, match="choose from relu, tanh, sigmoid"):
+        train.Setup(activations=("gelu",))
+    with pytest.raises(ValueError, match="unknown initialization 'xavier'"):
+        train.Setup(schemes=("xavier",))
