@@ -1,0 +1,84 @@
+"""The `study` command end to end with --quick, and its handling of bad input."""
+
+import os
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from study import cli, results
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quick")
+    assert cli.main(["all", "--quick", "--out", str(out)]) == 0
+    return out
+
+
+def test_list_names_each_experiment(capsys):
+    assert cli.main(["list"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "initialization\tHow does initialization affect training?"]
+
+
+def test_quick_run_writes_tidy_results_with_provenance(quick):
+    frame, meta = results.read(quick / "results" / "initialization.parquet")
+    assert list(frame.columns[:6]) == ["variant", "activation", "init", "seed", "data_seed", "lr"]
+    for column in ["epoch", "train_loss", "test_loss", "test_acc", "eval_acc", "diverged", "bayes_acc",
+                   "distinct_h1", "distinct_h2"]:
+        assert column in frame
+    runs = frame.groupby(["variant", "activation", "init", "seed"]).size()
+    assert len(runs) == 2 * (5 + 3 * 12) and set(runs) == {6}  # every condition, 6 epochs each
+    assert set(frame["variant"]) == {"faithful", "stated"}
+    assert frame["eval_acc"].notna().sum() == len(runs) * 3  # scored every 2 of 6 epochs
+    assert meta["experiment"] == "initialization" and meta["config"]["quick"]
+    assert meta["devices"]["count"] == 2 and "intra_op_parallelism_threads=1" in meta["devices"]["xla_flags"]
+    assert {"jax", "flax", "optax"} <= set(meta["versions"]) and meta["git_commit"]
+    assert meta["wall_time_s"] > 0 and [p["label"] for p in meta["programs"]] == ["faithful", "stated"]
+
+
+def test_quick_run_writes_figures_and_report(quick):
+    for name in ["curves", "loss", "final", "faithful", "units"]:
+        for suffix in ["png", "svg", "csv"]:
+            assert (quick / "figures" / f"initialization-{name}.{suffix}").stat().st_size > 0
+    md = (quick / "paper" / "report.md").read_text()
+    assert "## Q1. How does initialization affect training?" in md
+    assert md.count("**Claim ") == 5 and "Verdict rule" in md and "| hidden 2 | 100 x 100 |" in md
+    html = (quick / "paper" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 5
+
+
+def test_same_command_twice_gives_identical_data(quick, tmp_path):
+    assert cli.main(["run", "initialization", "--quick", "--out", str(tmp_path)]) == 0
+    first = pd.read_parquet(quick / "results" / "initialization.parquet")
+    pd.testing.assert_frame_equal(first, pd.read_parquet(tmp_path / "results" / "initialization.parquet"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "nope"], "unknown experiment 'nope'; choose from initialization or all"),
+    (["run", "all", "--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
+    (["run", "all", "--epochs", "-3"], "argument --epochs: must be at least 1, got -3"),
+    (["run", "all", "--epochs", "x"], "argument --epochs: expected a whole number >= 1, got 'x'"),
+    (["figures", "initialization"], "no results file"),
+    (["report"], "no results file"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([*argv, "--out", str(tmp_path)] if argv[0] != "frobnicate" else argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("study: error: ") and message in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_malformed_results_file_is_rejected(tmp_path, capsys):
+    path = tmp_path / "results" / "initialization.parquet"
+    path.parent.mkdir()
+    pq.write_table(pa.table({"x": [1]}), path)  # parquet, but without the study's metadata
+    assert cli.main(["figures", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a results file of this package" in err and err.count("\n") == 1
+    assert not (tmp_path / "figures").exists()
+
