@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+
 import experiments
 from study import bench, devices, figures, report, results, runner
 
@@ -45,7 +47,7 @@ def cmd_list(args) -> None:
 
 def cmd_run(args) -> None:
     modules = experiments.select(args.name)
-    devices.configure()
+    devices.configure(distributed=args.distributed)
     for module in modules:
         start = time.perf_counter()
         config = {"seeds": args.seeds or None, "epochs": args.epochs, "quick": args.quick}
@@ -54,7 +56,8 @@ def cmd_run(args) -> None:
         frame, metadata = runner.run(module.NAME, programs, config, progress=log,
                                      batch_runs=args.batch_runs)
         path = results.path_for(args.out, module.NAME)
-        results.write(path, frame, metadata)
+        if jax.process_index() == 0:  # every host holds the gathered results; one writes
+            results.write(path, frame, metadata)
         log(f"[{module.NAME}] wrote {path} ({len(frame):,} rows) in {time.perf_counter() - start:.1f} s")
 
 
@@ -105,6 +108,8 @@ def build_parser() -> Parser:
             p.add_argument("--batch-runs", type=positive, default=1,
                            help="runs vmapped together on each device (default 1: one after another; "
                                 "raise it on GPUs)")
+            p.add_argument("--distributed", action="store_true",
+                           help="join a multi-host job with jax.distributed.initialize()")
         p.add_argument("--out", type=Path, default=Path("."), help="output root (default: .)")
         p.set_defaults(func=func)
 

@@ -16,12 +16,16 @@ import jax
 DETERMINISTIC_CPU_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
-def configure(cpu_devices: int | None = None) -> None:
-    """Set the XLA flags and CPU device count; a no-op once JAX has a backend."""
+def configure(cpu_devices: int | None = None, distributed: bool = False) -> None:
+    """Set the XLA flags and CPU device count, and join a multi-host job
+    (`jax.distributed.initialize` reads the cluster from its environment).
+    Must run before the first computation."""
     flags = os.environ.get("XLA_FLAGS", "")
     if DETERMINISTIC_CPU_FLAGS not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_CPU_FLAGS}".strip()
     jax.config.update("jax_num_cpu_devices", cpu_devices or os.cpu_count() or 1)
+    if distributed:
+        jax.distributed.initialize()
 
 
 def describe() -> dict:
