@@ -118,8 +118,8 @@ def build_parser() -> Parser:
     add("report", cmd_report, "write paper/report.md and paper/report.html", experiment=False)
     add("all", cmd_all, "run, figures and report", experiment=False, training=True)
     bench = sub.add_parser("bench", help="time the default initialization grid")
-    bench.add_argument("--seeds", type=positive, default=16)
-    bench.add_argument("--epochs", type=positive, default=100)
+    bench.add_argument("--seeds", type=positive, help="seeds per condition (default: the experiment's)")
+    bench.add_argument("--epochs", type=positive, help="epochs per run (default: the experiment's)")
     bench.add_argument("--naive-runs", type=positive, default=8,
                        help="runs timed with a per-step Python loop (then scaled to the grid)")
     bench.set_defaults(func=cmd_bench)

@@ -161,6 +161,7 @@ def train_run(setup: Setup, values: dict[str, jax.Array]) -> dict[str, jax.Array
             layer = params["layers"][i]
             out[f"distinct_h{i + 1}"] = distinct_units(layer["kernel"][...], layer["bias"][...])
         return out
+
     n_batches = setup.batches_per_epoch
     batch = setup.batch_size or setup.task.n_train
 
