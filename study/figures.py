@@ -102,11 +102,12 @@ def save(figure: Figure, experiment: str, out: Path) -> list[Path]:
     with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9):
         fig = figure.draw(figure.data)
     paths = []
-    for suffix, kwargs in [(".png", {"dpi": 150}), (".svg", {"metadata": {"Date": None}})]:
-        path = stem.with_suffix(suffix)
-        atomic_write(path, lambda tmp, kw=kwargs, s=suffix: fig.savefig(
-            tmp, format=s[1:], bbox_inches="tight", **kw))
-        paths.append(path)
+    with plt.rc_context({"svg.hashsalt": figure.name}):  # stable SVG ids: reruns leave files unchanged
+        for suffix, kwargs in [(".png", {"dpi": 150}), (".svg", {"metadata": {"Date": None}})]:
+            path = stem.with_suffix(suffix)
+            atomic_write(path, lambda tmp, kw=kwargs, s=suffix: fig.savefig(
+                tmp, format=s[1:], bbox_inches="tight", **kw))
+            paths.append(path)
     plt.close(fig)
     csv = stem.with_suffix(".csv")
     atomic_write(csv, lambda tmp: figure.data.to_csv(tmp, index=False, float_format="%.6g"))

@@ -43,7 +43,8 @@ def mean_ci(values, level: float = LEVEL) -> Interval:
     mean = float(x.mean())
     if x.size < 2:
         return Interval(mean, -np.inf, np.inf, 1)
-    half = stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+    spread = x.std(ddof=1) if np.ptp(x) > 0 else 0.0  # exact zero: no rounding residue
+    half = stats.t.ppf(0.5 + level / 2, x.size - 1) * spread / np.sqrt(x.size)
     return Interval(mean, mean - half, mean + half, int(x.size))
 
 
