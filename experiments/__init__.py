@@ -14,9 +14,13 @@ from experiments import initialization
 REGISTRY: dict[str, ModuleType] = {m.NAME: m for m in (initialization,)}
 
 
+class UnknownExperiment(LookupError):
+    pass
+
+
 def get(name: str) -> ModuleType:
     if name not in REGISTRY:
-        raise KeyError(f"unknown experiment {name!r}; choose from {', '.join(REGISTRY)} or all")
+        raise UnknownExperiment(f"unknown experiment {name!r}; choose from {', '.join(REGISTRY)} or all")
     return REGISTRY[name]
 
 

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"study: error: {err}", file=sys.stderr)
         return 2
-    except (KeyError, results.ResultsError) as err:
+    except (experiments.UnknownExperiment, results.ResultsError) as err:
         print(f"study: error: {err.args[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
