@@ -1,0 +1,55 @@
+"""The one parquet reader and writer: round trip, atomic writes, clear errors."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from study import results
+
+FRAME = pd.DataFrame({"init": ["zeros", "he_normal"], "seed": np.array([0, 1], np.int32),
+                      "eval_acc": [np.nan, 0.95], "diverged": [False, True]})
+META = {"experiment": "x", "config": {"seeds": 2, "quick": True}, "programs": [{"model": [[12, 100]]}]}
+
+
+def test_round_trip_keeps_frame_and_metadata(tmp_path):
+    path = results.path_for(tmp_path, "x")
+    results.write(path, FRAME, META)
+    frame, meta = results.read(path)
+    pd.testing.assert_frame_equal(frame, FRAME)
+    assert meta == META
+
+
+def test_failed_write_keeps_previous_file_and_leaves_no_temporary(tmp_path):
+    path = results.path_for(tmp_path, "x")
+    results.write(path, FRAME, META)
+    before = path.read_bytes()
+
+    def broken(tmp):
+        open(tmp, "wb").write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        results.atomic_write(path, broken)
+    assert path.read_bytes() == before
+    assert os.listdir(path.parent) == ["x.parquet"]
+
+
+def test_missing_file_is_a_one_line_error(tmp_path):
+    with pytest.raises(results.ResultsError, match="no results file .*x.parquet; run `study run x` first"):
+        results.read(results.path_for(tmp_path, "x"))
+
+
+@pytest.mark.parametrize("content", ["garbage", "foreign parquet"])
+def test_malformed_file_is_a_one_line_error(tmp_path, content):
+    path = tmp_path / "x.parquet"
+    if content == "garbage":
+        path.write_bytes(os.urandom(256))
+    else:
+        pq.write_table(pa.table({"x": [1]}), path)
+    with pytest.raises(results.ResultsError, match="is not a results file of this package") as err:
+        results.read(path)
+    assert "\n" not in str(err.value)

@@ -1,0 +1,87 @@
+"""Confidence intervals over seeds and the verdict rule."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from study.stats import Interval, cell_verdict, mean_ci, overall_verdict, summarize
+
+T_975_3 = 3.182446305284263  # Student-t 97.5% quantile, 3 degrees of freedom
+HALF_1234 = T_975_3 * math.sqrt(5 / 3) / 2  # s = sqrt(5/3) for [1, 2, 3, 4], over sqrt(4)
+
+
+def test_mean_ci_by_hand():
+    ci = mean_ci([1.0, 2.0, 3.0, 4.0])
+    assert ci.n == 4 and ci.mean == pytest.approx(2.5)
+    assert ci.lo == pytest.approx(2.5 - HALF_1234, rel=1e-12)
+    assert ci.hi == pytest.approx(2.5 + HALF_1234, rel=1e-12)
+
+
+def test_mean_ci_drops_nans():
+    assert mean_ci([np.nan, 1.0, 2.0, np.nan, 3.0, 4.0]) == mean_ci([1.0, 2.0, 3.0, 4.0])
+
+
+def test_mean_ci_other_level():
+    # 90%: t_{0.95, 3} = 2.353363434801823.
+    ci = mean_ci([1.0, 2.0, 3.0, 4.0], level=0.9)
+    assert ci.hi - ci.mean == pytest.approx(2.353363434801823 * math.sqrt(5 / 3) / 2, rel=1e-12)
+
+
+def test_mean_ci_degenerate_samples():
+    assert mean_ci([0.7, 0.7, 0.7]) == Interval(pytest.approx(0.7), pytest.approx(0.7), pytest.approx(0.7), 3)
+    assert mean_ci([0.7, 0.7, 0.7]).hi == mean_ci([0.7, 0.7, 0.7]).lo
+    assert mean_ci([5.0, np.nan]) == Interval(5.0, -np.inf, np.inf, 1)
+    empty = mean_ci([np.nan])
+    assert np.isnan(empty.mean) and np.isnan(empty.lo) and np.isnan(empty.hi) and empty.n == 0
+    assert mean_ci([]).n == 0
+
+
+def test_interval_format():
+    assert Interval(0.5, 0.25, 0.75, 4).format(scale=100, digits=1, unit=" pt") == "50.0 pt [25.0, 75.0]"
+
+
+def test_summarize_groups_in_order_of_first_appearance():
+    frame = pd.DataFrame({
+        "variant": ["b", "b", "a", "a", "b", "b", "a", "a", "a"],
+        "act": ["relu", "relu", "relu", "relu", "tanh", "tanh", "tanh", "tanh", "tanh"],
+        "acc": [1.0, 3.0, 1.0, 2.0, 5.0, 5.0, 1.0, 2.0, 3.0],
+    })
+    out = summarize(frame, ["variant", "act"], "acc")
+    assert list(out.columns) == ["variant", "act", "mean", "lo", "hi", "n"]
+    assert list(zip(out["variant"], out["act"])) == [("b", "relu"), ("a", "relu"), ("b", "tanh"), ("a", "tanh")]
+    np.testing.assert_allclose(out["mean"], [2.0, 1.5, 5.0, 2.0])
+    assert out["n"].tolist() == [2, 2, 2, 3]
+    # Group (a, tanh) is [1, 2, 3]: s = 1, t_{0.975, 2} = 4.302652729911275.
+    np.testing.assert_allclose(out.loc[3, ["lo", "hi"]].astype(float), [2 - 4.302652729911275 / math.sqrt(3),
+                                                                        2 + 4.302652729911275 / math.sqrt(3)])
+    assert out.loc[2, "lo"] == out.loc[2, "hi"] == 5.0
+    one = summarize(frame, ["variant"], "acc")
+    assert one["variant"].tolist() == ["b", "a"] and one["n"].tolist() == [4, 5]
+
+
+ABOVE, BELOW, STRADDLE = Interval(0.6, 0.55, 0.65, 8), Interval(0.4, 0.35, 0.45, 8), Interval(0.5, 0.45, 0.55, 8)
+
+
+@pytest.mark.parametrize("ci, claimed, verdict", [
+    (ABOVE, "above", "reproduced"), (BELOW, "above", "contradicted"), (STRADDLE, "above", "inconclusive"),
+    (BELOW, "below", "reproduced"), (ABOVE, "below", "contradicted"), (STRADDLE, "below", "inconclusive"),
+    (Interval(np.nan, np.nan, np.nan, 0), "above", "inconclusive"),
+    (Interval(0.6, -np.inf, np.inf, 1), "above", "inconclusive"),
+    (Interval(0.52, 0.5, 0.54, 8), "above", "inconclusive"),  # touching the threshold is not above it
+])
+def test_cell_verdict(ci, claimed, verdict):
+    assert cell_verdict(ci, 0.5, claimed) == verdict
+
+
+@pytest.mark.parametrize("cells, verdict", [
+    (["reproduced"] * 3, "reproduced"),
+    (["contradicted"] * 2, "contradicted"),
+    (["inconclusive"] * 2, "inconclusive"),
+    (["reproduced", "contradicted"], "mixed"),
+    (["reproduced", "inconclusive", "reproduced"], "mixed"),
+    (["inconclusive", "contradicted"], "mixed"),
+])
+def test_overall_verdict(cells, verdict):
+    assert overall_verdict(cells) == verdict
