@@ -1,17 +1,18 @@
 """The registry of experiments: one module per question of the study.
 
 Each module defines `NAME`, `QUESTION`, `plan(seeds, epochs, quick)` (its
-grid as `study.runner.Program`s), `figures(frame)` and `section(frame,
-metadata)`; its claims and verdict rules live with it.
+grid as `study.runner.Program`s), `figures(results)` and
+`section(results)` (reading a `study.results.Results`); its claims and
+verdict rules live with it.
 """
 
 from __future__ import annotations
 
 from types import ModuleType
 
-from experiments import initialization
+from experiments import initialization, layer_convergence, regularization
 
-REGISTRY: dict[str, ModuleType] = {m.NAME: m for m in (initialization,)}
+REGISTRY: dict[str, ModuleType] = {m.NAME: m for m in (initialization, layer_convergence, regularization)}
 
 
 class UnknownExperiment(LookupError):

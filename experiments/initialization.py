@@ -24,6 +24,7 @@ import pandas as pd
 from study import figures as fig
 from study import inits, report, stats
 from study.data import TwoGaussians
+from study.results import Results
 from study.runner import Program
 from study.train import Setup
 
@@ -164,7 +165,8 @@ def mechanism_table(runs: pd.DataFrame) -> pd.DataFrame:
     return table.round({"distinct_h1": 1, "distinct_h2": 1, "diverged": 2, "final_eval_acc": 3})
 
 
-def figures(frame: pd.DataFrame) -> list[fig.Figure]:
+def figures(results: Results) -> list[fig.Figure]:
+    frame = results.frame
     stated = frame[frame["variant"] == "stated"]
     faithful = frame[frame["variant"] == "faithful"]
     runs = per_run(frame)
@@ -232,8 +234,8 @@ def figures(frame: pd.DataFrame) -> list[fig.Figure]:
     ]
 
 
-def section(frame: pd.DataFrame, metadata: dict) -> report.Section:
-    runs = per_run(frame)
+def section(results: Results) -> report.Section:
+    runs = per_run(results.frame)
     bayes = runs.groupby("variant")["bayes_acc"].agg(["mean", "min", "max"])
     intro = (
         "S-questions trained one network per initialization and concluded that Xavier and "
@@ -245,7 +247,7 @@ def section(frame: pd.DataFrame, metadata: dict) -> report.Section:
         f"activations, {runs['seed'].nunique()} seeds each. The faithful datasets' Bayes limits range "
         f"over [{bayes.loc['faithful', 'min']:.3f}, {bayes.loc['faithful', 'max']:.3f}], so its "
         "accuracies are compared through the scaled accuracy (chance = 0, Bayes = 1). The source "
-        f"ran 5 trainings in about 34.1 s; our {len(runs)} took {metadata['wall_time_s']:.0f} s.\n")
+        f"ran 5 trainings in about 34.1 s; our {len(runs)} took {results.metadata['wall_time_s']:.0f} s.\n")
     notes = (
         "**Mechanism.** With a constant initialization every unit of a layer receives the same "
         "gradient, so in exact arithmetic the layer stays one effective unit (`distinct_h1`, "
@@ -259,7 +261,7 @@ def section(frame: pd.DataFrame, metadata: dict) -> report.Section:
         "He et al. (2015) on variance 2/fan-in for ReLU; Saxe et al. (2013) on orthogonal initialization.\n")
     return report.Section(
         title=QUESTION, intro=intro, claims=claims(runs),
-        figures=[(f"{NAME}-{f.name}", f.caption) for f in figures(frame)],
+        figures=[(f"{NAME}-{f.name}", f.caption) for f in figures(results)],
         tables=[("Per scheme at the last epoch: mean distinct units per hidden layer, fraction of runs "
                  "that diverged (non-finite loss), mean large-sample accuracy.", mechanism_table(runs))],
         notes=notes)

@@ -65,7 +65,7 @@ def matmul_rate(rows: int, width: int, seconds: float = 0.5) -> float:
 def python_loop_time(setup: train.Setup, runs: int) -> float:
     """Seconds to train `runs` runs of `setup` with a jitted step called from
     Python, one run at a time, metrics fetched every epoch."""
-    values = {"seed": 0, "data_seed": 0, "init": 0, "activation": 0, "lr": 0.003}
+    values = {"seed": 0, "data_seed": 0, "init": 0, "activation": 0, "lr": 0.003, "strength": 0.0}
     model = train.build_model(setup, values, jax.random.key(0))
     graphdef, _ = nnx.split(model)
     tx = optax.adam(values["lr"])

@@ -53,28 +53,30 @@ def cmd_run(args) -> None:
         config = {"seeds": args.seeds or None, "epochs": args.epochs, "quick": args.quick}
         programs = module.plan(seeds=args.seeds, epochs=args.epochs, quick=args.quick)
         config["seeds"] = int(programs[0].runs["seed"].nunique())
-        frame, metadata = runner.run(module.NAME, programs, config, progress=log,
-                                     batch_runs=args.batch_runs)
+        res = runner.run(module.NAME, programs, config, progress=log, batch_runs=args.batch_runs)
         path = results.path_for(args.out, module.NAME)
         if jax.process_index() == 0:  # every host holds the gathered results; one writes
-            results.write(path, frame, metadata)
-        log(f"[{module.NAME}] wrote {path} ({len(frame):,} rows) in {time.perf_counter() - start:.1f} s")
+            results.write(path, res)
+        rows = ", ".join(f"{len(f):,} rows" for f in (res.frame, *res.tables.values()))
+        log(f"[{module.NAME}] wrote {path} and its {len(res.tables)} tables ({rows}) "
+            f"in {time.perf_counter() - start:.1f} s")
 
 
-def load(module, out: Path):
+def load(module, out: Path) -> results.Results:
     return results.read(results.path_for(out, module.NAME))
 
 
 def cmd_figures(args) -> None:
     modules = experiments.select(args.name)
     loaded = [(m, load(m, args.out)) for m in modules]  # every file checked before any is drawn
-    for module, (frame, _) in loaded:
-        paths = [p for f in module.figures(frame) for p in figures.save(f, module.NAME, args.out)]
+    for module, res in loaded:
+        paths = [p for f in module.figures(res) for p in figures.save(f, module.NAME, args.out)]
         log(f"[{module.NAME}] wrote {len(paths)} figure files to {Path(args.out) / 'figures'}")
 
 
 def cmd_report(args) -> None:
-    sections = [(m.section(*load(m, args.out)), load(m, args.out)[1]) for m in experiments.REGISTRY.values()]
+    loaded = [load(m, args.out) for m in experiments.REGISTRY.values()]
+    sections = [(m.section(res), res.metadata) for m, res in zip(experiments.REGISTRY.values(), loaded)]
     paths = report.write(report.render(sections), args.out)
     log(f"wrote {', '.join(map(str, paths))}")
 

@@ -15,6 +15,7 @@ from flax import nnx
 
 from study.inits import Initializer
 
+Dropout = Callable[[jax.Array, int], jax.Array]
 ACTIVATIONS = {"relu": nnx.relu, "tanh": nnx.tanh, "sigmoid": nnx.sigmoid}
 
 
@@ -41,12 +42,22 @@ class MLP(nnx.Module):
         ])
         self.activation = activation
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, drop: Dropout | None = None) -> jax.Array:
         """x (batch, n_in) -> logits (batch, n_out)."""
-        *hidden, last = self.layers
-        for layer in hidden:
-            x = self.activation(layer(x))
-        return last(x)
+        return self.outputs(x, drop)[-1]
+
+    def outputs(self, x: jax.Array, drop: Dropout | None = None) -> list[jax.Array]:
+        """Every layer's output: the hidden activations, then the logits.
+
+        `drop(x, i)`, when given, is applied to the input of layer `i`
+        (0: the network's input), e.g. dropout during training.
+        """
+        outs = []
+        for i, layer in enumerate(self.layers):
+            x = layer(drop(x, i) if drop else x)
+            x = x if i == len(self.layers) - 1 else self.activation(x)
+            outs.append(x)
+        return outs
 
 
 def layer_table(model: MLP) -> list[dict]:

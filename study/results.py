@@ -2,12 +2,14 @@
 
 A results file holds one row per (run, epoch) and the experiment's metadata
 (config, package versions, git commit, devices, wall time) as JSON in the
-parquet schema metadata. Files are written to a temporary name and renamed,
+parquet schema metadata; finer tables (per layer, sampled weights) go to
+files beside it. Files are written to a temporary name and renamed,
 so an interrupted run leaves the previous file, never a corrupt one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -33,6 +35,9 @@ def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide results from other users
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -41,20 +46,49 @@ def atomic_write(path: Path, write) -> None:
             os.remove(tmp)
 
 
-def write(path: Path, frame: pd.DataFrame, metadata: dict) -> None:
+@dataclasses.dataclass
+class Results:
+    """An experiment's results: `frame` has one row per (run, epoch);
+    `tables` holds finer-grained frames by name (e.g. "layers", "weights"),
+    each written beside the main file as `NAME-<table>.parquet`."""
+
+    frame: pd.DataFrame
+    metadata: dict
+    tables: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)
+
+
+def table_path(path: Path, table: str) -> Path:
+    return Path(path).with_name(f"{Path(path).stem}-{table}.parquet")
+
+
+def write_frame(path: Path, frame: pd.DataFrame, metadata: dict) -> None:
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata({**table.schema.metadata, METADATA_KEY: json.dumps(metadata)})
     atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
-def read(path: Path) -> tuple[pd.DataFrame, dict]:
-    """The frame and metadata of a results file, or a one-line ResultsError."""
+def read_frame(path: Path) -> tuple[pd.DataFrame, dict]:
+    """The frame and metadata of one parquet file, or a one-line ResultsError."""
     path = Path(path)
     if not path.is_file():
-        raise ResultsError(f"no results file {path}; run `study run {path.stem}` first")
+        raise ResultsError(f"no results file {path}; run `study run {path.stem.split('-')[0]}` first")
     try:
         table = pq.read_table(path)
         metadata = json.loads(table.schema.metadata[METADATA_KEY])
     except (pa.ArrowException, OSError, KeyError, TypeError, ValueError) as err:
         raise ResultsError(f"{path} is not a results file of this package ({type(err).__name__})") from None
     return table.to_pandas(), metadata
+
+
+def write(path: Path, results: Results) -> None:
+    """The tables first, the main file (which lists them) last."""
+    metadata = {**results.metadata, "tables": sorted(results.tables)}
+    for name, frame in results.tables.items():
+        write_frame(table_path(path, name), frame, metadata)
+    write_frame(path, results.frame, metadata)
+
+
+def read(path: Path) -> Results:
+    frame, metadata = read_frame(path)
+    tables = {name: read_frame(table_path(path, name))[0] for name in metadata.get("tables", [])}
+    return Results(frame, metadata, tables)

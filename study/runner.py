@@ -4,7 +4,8 @@ An experiment declares `Program`s: a static `Setup` and a table of runs (its
 condition columns, `seed`, `data_seed`, the `init` and `activation` names
 and `lr`).
 Each program is trained by `train.train_grid` in one compiled call; the
-per-run metrics are unrolled into one row per (run, epoch).
+per-run metrics are unrolled into one row per (run, epoch), and with weight
+tracking into per-layer and sampled-weight tables.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from study import devices, train
+from study import devices, results, train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,48 +34,73 @@ class Program:
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "pandas", "pyarrow", "scipy", "seaborn")
 
 
-def tidy(runs: pd.DataFrame, metrics: dict[str, np.ndarray], epochs: int) -> pd.DataFrame:
-    """One row per (run, epoch): the run's columns, `epoch` (1-based), then
-    each metric; per-run scalars are repeated on every row of their run."""
-    frame = runs.loc[runs.index.repeat(epochs)].reset_index(drop=True)
-    frame["epoch"] = np.tile(np.arange(1, epochs + 1, dtype=np.int32), len(runs))
-    for name, values in metrics.items():
-        frame[name] = values.reshape(-1) if values.ndim == 2 else np.repeat(values, epochs)
+def tidy(runs: pd.DataFrame, axes: dict[str, np.ndarray], columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per run and per combination of `axes` (in their order): the
+    run's columns, one column per axis, then `columns`, each shaped (runs,
+    *axis lengths) or a prefix of it (repeated over the missing axes)."""
+    shape = (len(runs), *(len(v) for v in axes.values()))
+    frame = runs.loc[runs.index.repeat(int(np.prod(shape[1:])))].reset_index(drop=True)
+    for name, grid in zip(axes, np.meshgrid(*axes.values(), indexing="ij")):
+        frame[name] = np.tile(grid.reshape(-1), len(runs))
+    for name, values in columns.items():
+        values = values.reshape(values.shape + (1,) * (len(shape) - values.ndim))
+        frame[name] = np.broadcast_to(values, shape).reshape(-1)
     return frame
 
 
+def tables(setup: train.Setup, runs: pd.DataFrame, out: dict) -> dict[str, pd.DataFrame]:
+    """`train_grid`'s output as tidy frames: "" one row per (run, epoch);
+    with tracking, "layers" per (run, layer, epoch) and "weights" per (run,
+    layer, weight_index, epoch). Epochs count from 1; the sampled weights
+    also at epoch 0, their initial values."""
+    epochs = np.arange(1, setup.epochs + 1, dtype=np.int32)
+    frames = {"": tidy(runs, {"epoch": epochs}, out["epochs"])}
+    if "layers" in out:
+        layers = np.arange(len(setup.hidden) + 1, dtype=np.int32)
+        frames["layers"] = tidy(runs, {"layer": layers, "epoch": epochs},
+                                {k: np.moveaxis(v, 1, -1) if v.ndim == 3 else v for k, v in out["layers"].items()})
+        sampled = out["weights"]  # (runs, records, layers, weights)
+        records = np.arange(0, setup.epochs + 1, setup.tracking.every, dtype=np.int32)
+        frames["weights"] = tidy(runs, {"layer": layers, "weight_index": np.arange(sampled.shape[-1], dtype=np.int32),
+                                        "epoch": records}, {"value": np.moveaxis(sampled, 1, -1)})
+    return frames
+
+
 def run_values(setup: train.Setup, runs: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The traced per-run values of `train.RUN_VALUES` from a runs table."""
+    """The traced per-run values of `train.RUN_VALUES` from a runs table
+    (`strength` is 0 where the table has none)."""
     return {"seed": runs["seed"].to_numpy(), "data_seed": runs["data_seed"].to_numpy(),
             "init": runs["init"].map(setup.schemes.index).to_numpy(),
             "activation": runs["activation"].map(setup.activations.index).to_numpy(),
-            "lr": runs["lr"].to_numpy()}
+            "lr": runs["lr"].to_numpy(),
+            "strength": runs["strength"].to_numpy() if "strength" in runs else np.zeros(len(runs))}
 
 
 def run(name: str, programs: list[Program], config: dict,
         progress: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
-        batch_runs: int = 1) -> tuple[pd.DataFrame, dict]:
-    """Train every program and return the tidy frame and its metadata."""
+        batch_runs: int = 1) -> results.Results:
+    """Train every program and return its tidy frames and their metadata."""
     start = time.perf_counter()
-    frames, records = [], []
+    parts, records = [], []
     for i, program in enumerate(programs, 1):
         setup, runs = program.setup, program.runs.reset_index(drop=True)
         progress(f"[{name}] program {i}/{len(programs)} {program.label}: "
                  f"{len(runs)} runs x {setup.epochs} epochs, compiling and training ...")
-        metrics, timing = train.train_grid(setup, run_values(setup, runs), batch_runs=batch_runs)
+        out, timing = train.train_grid(setup, run_values(setup, runs), batch_runs=batch_runs)
         progress(f"[{name}] program {i}/{len(programs)} {program.label}: compiled in "
                  f"{timing.compile_s:.1f} s, trained in {timing.train_s:.1f} s "
                  f"({len(runs) * setup.epochs / timing.train_s:,.0f} run-epochs/s)")
-        frames.append(tidy(runs, metrics, setup.epochs))
+        parts.append(tables(setup, runs, out))
         records.append({"label": program.label, "setup": dataclasses.asdict(setup),
                         "runs": len(runs), "model": train.model_table(setup),
                         "compile_s": timing.compile_s, "train_s": timing.train_s})
-    frame = pd.concat(frames, ignore_index=True)
+    frames = {key: pd.concat([p[key] for p in parts if key in p], ignore_index=True)
+              for key in dict.fromkeys(k for p in parts for k in p)}
     metadata = {"experiment": name, "config": config, "programs": records,
                 "versions": {p: importlib.metadata.version(p) for p in PACKAGES},
                 "git_commit": git_commit(), "devices": devices.describe(),
                 "wall_time_s": time.perf_counter() - start}
-    return frame, metadata
+    return results.Results(frames.pop(""), metadata, frames)
 
 
 def git_commit() -> str:

@@ -79,7 +79,8 @@ def overall_verdict(cells: list[str]) -> str:
 
 
 VERDICT_RULE = (
-    "Each claim is tested in every cell where it applies (variant x activation) by "
+    "Each claim is tested in every cell where it applies (variant x activation, optimizer or "
+    "regularizer strength) by "
     f"a {LEVEL:.0%} Student-t confidence interval over seeds of the stated statistic, "
     "paired by seed where two conditions are compared. A cell is *reproduced* when the "
     "whole interval lies on the side of the threshold the source claims, *contradicted* "

@@ -33,12 +33,34 @@ LOSSES = ("cross_entropy", "mse")
 OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
 # Per-run traced values and their dtypes; every grid supplies all of them.
 RUN_VALUES = {"seed": np.int32, "data_seed": np.int32, "init": np.int32, "activation": np.int32,
-              "lr": np.float32}
+              "lr": np.float32, "strength": np.float32}
+# The regularizer is static (one program per kind); its strength is the
+# traced `strength`: the penalty's weight (l1, l2), the proximal L1 weight
+# (l1_prox), the hidden dropout rate (dropout) or the bound on each unit's
+# incoming-weight norm (maxnorm).
+REGULARIZERS = ("none", "l1", "l1_prox", "l2", "dropout", "maxnorm")
 # Independent key streams derived from a run's seeds with `fold_in`. Keys
 # depend on the seeds only, never on a run's position in the grid, so a run
 # gives the same numbers alone or in any grid, and runs of different
 # conditions with the same seed share their data (a paired comparison).
-DATA_STREAM, INIT_STREAM, SHUFFLE_STREAM = 0, 1, 2
+DATA_STREAM, INIT_STREAM, SHUFFLE_STREAM, DROPOUT_STREAM = 0, 1, 2, 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Tracking:
+    """What a run records about its weight matrices, inside the program.
+
+    Per epoch and weight matrix: norms, sparsity, movement, the change of a
+    fixed sample of weights, and the linear CKA of the layer's output on a
+    probe batch to its output at the end; after training, the accuracy with
+    the layer reset to its initial weights. The sampled weights' values are
+    kept every `every` epochs (and at epoch 0), which bounds the file size.
+    """
+
+    weights: int = 50  # sampled entries per matrix, the same for every run of a program
+    from_end: bool = False  # the last entries of each flattened matrix (the original code), not a random sample
+    every: int = 1
+    probe: int = 256  # the first points of the large sample
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,21 +78,32 @@ class Setup:
     epochs: int = 100
     batch_size: int | None = 64  # None: full batch
     evals: int = 5  # large-sample scores per run, every epochs / evals epochs
+    steps_per_epoch: int | None = None  # minibatches per epoch, from one reshuffle (default: all that fit)
+    regularizer: str = "none"  # one of REGULARIZERS
+    penalty_mean: bool = False  # l1/l2 on each matrix's mean (the original code), not the sum over weights
+    input_dropout: float = 0.2  # input rate when the regularizer is dropout
+    tracking: Tracking | None = None
 
     def __post_init__(self):
         inits.check_schemes(self.schemes)
         select_activation(self.activations, 0)
         for field, value, choices in [("loss", self.loss, LOSSES),
-                                      ("optimizer", self.optimizer, OPTIMIZERS)]:
+                                      ("optimizer", self.optimizer, OPTIMIZERS),
+                                      ("regularizer", self.regularizer, REGULARIZERS)]:
             if value not in choices:
                 raise ValueError(f"unknown {field} {value!r}; choose from {', '.join(choices)}")
         if self.epochs < 1 or self.evals < 1 or self.epochs % self.evals:
             raise ValueError(f"epochs ({self.epochs}) must be a positive multiple of evals ({self.evals})")
+        if self.batches_per_epoch * (self.batch_size or self.task.n_train) > self.task.n_train:
+            raise ValueError(f"{self.batches_per_epoch} minibatches of {self.batch_size} exceed "
+                             f"the {self.task.n_train} training points")
 
     @property
     def batches_per_epoch(self) -> int:
         """Minibatches per epoch; the remainder of a reshuffled epoch is dropped."""
-        return 1 if self.batch_size is None else self.task.n_train // self.batch_size
+        if self.batch_size is None:
+            return 1
+        return self.steps_per_epoch or self.task.n_train // self.batch_size
 
     @property
     def eval_every(self) -> int:
@@ -102,16 +135,71 @@ def make_step(loss, tx: optax.GradientTransformation):
     """One training step as S-step describes it: forward pass and loss,
     gradient of the loss with respect to the parameters, update against it.
 
-    `loss(params, x, y) -> scalar`; returns `step(params, opt_state, x, y) ->
-    (params, opt_state, loss)`.
+    `loss(params, *batch) -> scalar`; returns `step(params, opt_state, *batch)
+    -> (params, opt_state, loss)`.
     """
 
-    def step(params, opt_state, x, y):
-        value, grads = jax.value_and_grad(loss)(params, x, y)
+    def step(params, opt_state, *batch):
+        value, grads = jax.value_and_grad(loss)(params, *batch)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, value
 
     return step
+
+
+def kernels(params) -> list[jax.Array]:
+    """The weight matrices, input layer first."""
+    return [layer["kernel"][...] for layer in params["layers"].values()]
+
+
+def on_kernels(params):
+    """A mask pytree: True on weight matrices, False on biases."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: path[2].key == "kernel", params)
+
+
+def projection(project) -> optax.GradientTransformation:
+    """Maps each parameter to `project(param + update)`: a proximal or
+    projection step after the optimizer's own update."""
+
+    def update(updates, state, params):
+        return jax.tree.map(lambda u, p: project(p + u) - p, updates, params), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def optimizer(setup: Setup, values: dict, params) -> optax.GradientTransformation:
+    """The run's optimizer; proximal L1 (soft thresholding by lr * strength)
+    and max-norm act on the weight matrices after each update."""
+    tx = OPTIMIZERS[setup.optimizer](values["lr"])
+    bound = values["strength"]
+    if setup.regularizer == "l1_prox":
+        threshold = values["lr"] * bound
+        project = lambda w: jnp.sign(w) * jnp.maximum(jnp.abs(w) - threshold, 0.0)  # noqa: E731
+    elif setup.regularizer == "maxnorm":  # each unit's incoming weights are a column
+        project = lambda w: w * jnp.minimum(1.0, bound / jnp.linalg.norm(w, axis=0))  # noqa: E731
+    else:
+        return tx
+    return optax.chain(tx, optax.masked(projection(project), on_kernels(params)))
+
+
+def penalty(setup: Setup, params, strength: jax.Array) -> jax.Array:
+    """The l1 or l2 penalty on the weight matrices (0 for other regularizers)."""
+    if setup.regularizer not in ("l1", "l2"):
+        return jnp.float32(0)
+    power = 1 if setup.regularizer == "l1" else 2
+    reduce = jnp.mean if setup.penalty_mean else jnp.sum
+    return strength * sum(reduce(jnp.abs(w) ** power) for w in kernels(params))
+
+
+def dropout(key: jax.Array, input_rate, hidden_rate):
+    """`drop(x, i)` for `MLP`: inverted dropout on layer i's input (rates may be traced)."""
+
+    def drop(x, i):
+        rate = input_rate if i == 0 else hidden_rate
+        keep = jax.random.bernoulli(jax.random.fold_in(key, i), 1 - rate, x.shape)
+        return jnp.where(keep, x / (1 - rate), 0.0)
+
+    return drop
 
 
 def distinct_units(kernel: jax.Array, bias: jax.Array, rtol: float = 1e-3) -> jax.Array:
@@ -129,30 +217,83 @@ def distinct_units(kernel: jax.Array, bias: jax.Array, rtol: float = 1e-3) -> ja
     return jnp.sum(~repeats).astype(jnp.float32)
 
 
-def train_run(setup: Setup, values: dict[str, jax.Array]) -> dict[str, jax.Array]:
+def linear_cka(x: jax.Array, y: jax.Array) -> jax.Array:
+    """Linear CKA (Kornblith et al., 2019) of two representations (n, p) and
+    (n, q) of the same n points: 1 for representations equal up to an
+    orthogonal transform and isotropic scaling."""
+    x, y = x - x.mean(0), y - y.mean(0)
+    return jnp.sum((x.T @ y) ** 2) / (jnp.linalg.norm(x.T @ x) * jnp.linalg.norm(y.T @ y))
+
+
+def tracked_indices(setup: Setup) -> list[np.ndarray]:
+    """The sampled entries of each flattened weight matrix: fixed per program."""
+    sizes = [a * b for a, b in zip((setup.task.dim, *setup.hidden), (*setup.hidden, setup.n_out))]
+    n = setup.tracking.weights
+    if setup.tracking.from_end:
+        return [np.arange(size - min(n, size), size) for size in sizes]
+    rng = np.random.default_rng(0)
+    return [np.sort(rng.choice(size, min(n, size), replace=False)) for size in sizes]
+
+
+def weight_measures(setup: Setup, initial: list, stacked: list, final_outputs: list,
+                    outputs: list) -> tuple[dict, jax.Array]:
+    """Per-layer measures per epoch, (epochs, layers) each, from the kernels
+    after every epoch and the probe outputs; and the sampled weights'
+    values, (records, layers, weights), at epochs 0, every, 2 * every, ..."""
+    measures, sampled = {}, []
+    for w0, w, idx, out, out_final in zip(initial, stacked, tracked_indices(setup), outputs, final_outputs):
+        path = jnp.concatenate([w0.reshape(1, -1), w.reshape(len(w), -1)])  # epoch 0, 1, ..., epochs
+        flat, steps = path[1:], jnp.diff(path, axis=0)
+        norm = jnp.linalg.norm(flat, axis=1)
+        step_norm = jnp.linalg.norm(steps, axis=1)
+        tracked = jnp.diff(path[:, idx], axis=0)
+        row = {"w_norm": norm, "mean_abs_w": jnp.mean(jnp.abs(flat), axis=1),
+               "small_frac": jnp.mean(jnp.abs(flat) < 1e-3, axis=1),
+               "zero_frac": jnp.mean(flat == 0, axis=1),
+               "step_change": step_norm, "rel_change": step_norm / norm,
+               "dist_init": jnp.linalg.norm(flat - path[0], axis=1),
+               "dist_final": jnp.linalg.norm(flat - path[-1], axis=1),
+               "tracked_abs_change": jnp.mean(jnp.abs(tracked), axis=1),
+               "tracked_l2_change": jnp.linalg.norm(tracked, axis=1),
+               "cka_final": jax.vmap(linear_cka, (0, None))(out, out_final)}
+        for k, v in row.items():
+            measures.setdefault(k, []).append(v)
+        sampled.append(path[::setup.tracking.every, idx])
+    return {k: jnp.stack(v, axis=1) for k, v in measures.items()}, jnp.stack(sampled, axis=1)
+
+
+def train_run(setup: Setup, values: dict[str, jax.Array]) -> dict[str, dict | jax.Array]:
     """Train one run; `values` holds its traced scalars (see `RUN_VALUES`).
 
-    Returns per-epoch metrics of shape (epochs,) (`eval_acc` is NaN off the
-    stride) and per-run scalars of shape ().
+    Returns `{"epochs": ...}`: per-epoch metrics of shape (epochs,)
+    (`eval_acc` is NaN off the stride) and per-run scalars of shape (); with
+    tracking also `"layers"`, per-layer measures (epochs, layers) or
+    (layers,), and `"weights"`, the sampled weights (records, layers, weights).
     """
     seed_key = jax.random.key(values["seed"])
     data = data_lib.sample(setup.task, jax.random.fold_in(jax.random.key(values["data_seed"]), DATA_STREAM))
     model = build_model(setup, values, jax.random.fold_in(seed_key, INIT_STREAM))
     graphdef, params = nnx.split(model)
-    tx = OPTIMIZERS[setup.optimizer](values["lr"])
+    tx = optimizer(setup, values, params)
+    tracking = setup.tracking
 
-    def logits_of(params, x):
-        return nnx.merge(graphdef, params)(x)
+    def logits_of(params, x, drop=None):
+        return nnx.merge(graphdef, params)(x, drop)
 
-    def loss(params, x, y):
-        return loss_fn(setup, logits_of(params, x), y)
+    def loss(params, x, y, key):
+        drop = dropout(key, setup.input_dropout, values["strength"]) if setup.regularizer == "dropout" else None
+        return loss_fn(setup, logits_of(params, x, drop), y) + penalty(setup, params, values["strength"])
 
     def scores(params, x, y):
         logits = logits_of(params, x)
         return loss_fn(setup, logits, y), jnp.mean(jnp.argmax(logits, -1) == y)
 
+    def probe_outputs(params):
+        return nnx.merge(graphdef, params).outputs(data["x_eval"][:tracking.probe])
+
     step = make_step(loss, tx)
     shuffle_key = jax.random.fold_in(seed_key, SHUFFLE_STREAM)
+    dropout_key = jax.random.fold_in(seed_key, DROPOUT_STREAM)
 
     def strided_metrics(params):
         """The costly metrics, computed only every `eval_every` epochs."""
@@ -169,16 +310,20 @@ def train_run(setup: Setup, values: dict[str, jax.Array]) -> dict[str, jax.Array
         params, opt_state = carry
         order = jax.random.permutation(jax.random.fold_in(shuffle_key, index), setup.task.n_train)
         order = order[: n_batches * batch].reshape(n_batches, batch)
+        keys = jax.random.split(jax.random.fold_in(dropout_key, index), n_batches)
 
-        def minibatch(carry, idx):
-            params, opt_state, _ = step(*carry, data["x_train"][idx], data["y_train"][idx])
+        def minibatch(carry, inputs):
+            idx, key = inputs
+            params, opt_state, _ = step(*carry, data["x_train"][idx], data["y_train"][idx], key)
             return (params, opt_state), None
 
-        (params, opt_state), _ = jax.lax.scan(minibatch, (params, opt_state), order)
+        (params, opt_state), _ = jax.lax.scan(minibatch, (params, opt_state), (order, keys))
         train_loss, train_acc = scores(params, data["x_train"], data["y_train"])
         test_loss, test_acc = scores(params, data["x_test"], data["y_test"])
         metrics = {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
                    "test_acc": test_acc, "diverged": ~jnp.isfinite(train_loss)}
+        if tracking:
+            metrics["kernels"], metrics["probe"] = kernels(params), probe_outputs(params)
         return (params, opt_state), metrics
 
     def block(carry, first):
@@ -188,12 +333,25 @@ def train_run(setup: Setup, values: dict[str, jax.Array]) -> dict[str, jax.Array
 
     carry = (params, tx.init(params))
     starts = jnp.arange(0, setup.epochs, setup.eval_every)
-    _, (metrics, strided) = jax.lax.scan(block, carry, starts)
-    metrics = {k: v.reshape(setup.epochs) for k, v in metrics.items()}
+    (final, _), (metrics, strided) = jax.lax.scan(block, carry, starts)
+    metrics = jax.tree.map(lambda v: v.reshape(setup.epochs, *v.shape[2:]), metrics)
     for k, v in strided.items():  # NaN between the scored epochs
         metrics[k] = jnp.full(setup.epochs, jnp.nan).at[setup.eval_every - 1::setup.eval_every].set(v)
     metrics["bayes_acc"] = data["bayes_acc"]
-    return metrics
+    if not tracking:
+        return {"epochs": metrics}
+
+    layers, sampled = weight_measures(setup, kernels(params), metrics.pop("kernels"),
+                                      probe_outputs(final), metrics.pop("probe"))
+
+    def reset(i):
+        """Accuracy with layer i back at its initial weights (Zhang et al., 2019)."""
+        mixed = jax.tree_util.tree_map_with_path(lambda path, p, p0: p0 if path[1].key == i else p,
+                                                 final, params)
+        return scores(mixed, data["x_eval"], data["y_eval"])[1]
+
+    layers["reset_acc"] = jnp.stack([reset(i) for i in range(len(setup.hidden) + 1)])
+    return {"epochs": metrics, "layers": layers, "weights": sampled}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,11 +373,11 @@ def _compiled(setup: Setup, devices: tuple, n_runs: int, batch_runs: int):
 
 
 def train_grid(setup: Setup, values: dict[str, Sequence], *, devices: Sequence | None = None,
-               batch_runs: int = 1) -> tuple[dict[str, np.ndarray], Timing]:
+               batch_runs: int = 1) -> tuple[dict, Timing]:
     """Train every run of a grid in one compiled program.
 
     `values` maps each key of `RUN_VALUES` to a sequence of length `runs`.
-    Returns each metric with a leading `runs` axis, (runs, epochs) or (runs,),
+    Returns `train_run`'s output with a leading `runs` axis on every array,
     and the compile and training times. Runs are padded to a multiple of the
     device count (copies of the last run) and the padding dropped.
     """
@@ -238,5 +396,5 @@ def train_grid(setup: Setup, values: dict[str, Sequence], *, devices: Sequence |
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         out = multihost_utils.process_allgather(out, tiled=True)
-    metrics = {k: np.asarray(v)[:n_runs] for k, v in out.items()}
+    metrics = jax.tree.map(lambda v: np.asarray(v)[:n_runs], out)
     return metrics, Timing(compile_s=compiled - start, train_s=trained - compiled)

@@ -20,11 +20,14 @@ def quick(tmp_path_factory):
 def test_list_names_each_experiment(capsys):
     assert cli.main(["list"]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "initialization\tHow does initialization affect training?"]
+        "initialization\tHow does initialization affect training?",
+        "layer_convergence\tDo different layers converge at different speeds?",
+        "regularization\tHow does regularization affect the weights?"]
 
 
 def test_quick_run_writes_tidy_results_with_provenance(quick):
-    frame, meta = results.read(quick / "results" / "initialization.parquet")
+    res = results.read(quick / "results" / "initialization.parquet")
+    frame, meta = res.frame, res.metadata
     assert list(frame.columns[:6]) == ["variant", "activation", "init", "seed", "data_seed", "lr"]
     for column in ["epoch", "train_loss", "test_loss", "test_acc", "eval_acc", "diverged", "bayes_acc",
                    "distinct_h1", "distinct_h2"]:

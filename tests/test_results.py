@@ -17,15 +17,26 @@ META = {"experiment": "x", "config": {"seeds": 2, "quick": True}, "programs": [{
 
 def test_round_trip_keeps_frame_and_metadata(tmp_path):
     path = results.path_for(tmp_path, "x")
-    results.write(path, FRAME, META)
-    frame, meta = results.read(path)
-    pd.testing.assert_frame_equal(frame, FRAME)
-    assert meta == META
+    layers = FRAME.assign(layer=np.array([0, 1], np.int32))
+    results.write(path, results.Results(FRAME, META, {"layers": layers}))
+    back = results.read(path)
+    pd.testing.assert_frame_equal(back.frame, FRAME)
+    pd.testing.assert_frame_equal(back.tables["layers"], layers)
+    assert back.metadata == {**META, "tables": ["layers"]}
+    assert sorted(os.listdir(path.parent)) == ["x-layers.parquet", "x.parquet"]
+
+
+def test_missing_table_file_is_a_one_line_error(tmp_path):
+    path = results.path_for(tmp_path, "x")
+    results.write(path, results.Results(FRAME, META, {"weights": FRAME}))
+    os.remove(results.table_path(path, "weights"))
+    with pytest.raises(results.ResultsError, match="no results file .*x-weights.parquet; run `study run x`"):
+        results.read(path)
 
 
 def test_failed_write_keeps_previous_file_and_leaves_no_temporary(tmp_path):
     path = results.path_for(tmp_path, "x")
-    results.write(path, FRAME, META)
+    results.write(path, results.Results(FRAME, META))
     before = path.read_bytes()
 
     def broken(tmp):

@@ -16,12 +16,12 @@ SETUP = train.Setup(task=TwoGaussians(n_eval=500), hidden=(8,), loss="mse", opti
 # seed, data_seed, init, activation, lr: a plain run, a constant-0 sigmoid run,
 # a run diverging under a huge learning rate, another seed.
 GRID = {"seed": [0, 0, 1, 2], "data_seed": [0, 0, 1, 2], "init": [0, 1, 2, 0],
-        "activation": [0, 1, 0, 1], "lr": [0.1, 0.1, 1e8, 0.1]}
+        "activation": [0, 1, 0, 1], "lr": [0.1, 0.1, 1e8, 0.1], "strength": [0, 0, 0, 0]}
 
 
 @pytest.fixture(scope="module")
 def grid():
-    return train.train_grid(SETUP, GRID)[0]
+    return train.train_grid(SETUP, GRID)[0]["epochs"]
 
 
 def test_hand_written_sgd_step_matches_optax_sgd():
@@ -74,20 +74,20 @@ def test_distinct_units_counts_by_hand():
 
 
 def test_run_in_grid_equals_run_alone(grid):
-    alone, _ = train.train_grid(SETUP, {k: v[3:] for k, v in GRID.items()}, devices=jax.devices()[:1])
+    alone = train.train_grid(SETUP, {k: v[3:] for k, v in GRID.items()}, devices=jax.devices()[:1])[0]["epochs"]
     for name, values in grid.items():
         np.testing.assert_array_equal(values[3], alone[name][0], err_msg=name)
 
 
 def test_two_devices_equal_one(grid):
     assert len(jax.devices()) == 2
-    single, _ = train.train_grid(SETUP, GRID, devices=jax.devices()[:1])
+    single = train.train_grid(SETUP, GRID, devices=jax.devices()[:1])[0]["epochs"]
     for name, values in grid.items():
         np.testing.assert_array_equal(values, single[name], err_msg=name)
 
 
 def test_rerun_is_bit_identical(grid):
-    again, _ = train.train_grid(SETUP, GRID)
+    again = train.train_grid(SETUP, GRID)[0]["epochs"]
     for name, values in grid.items():
         np.testing.assert_array_equal(values, again[name], err_msg=name)
 

@@ -1,0 +1,277 @@
+"""Q2. Do different layers converge at different speeds? (S-questions)
+
+Two variants, in `results/layer_convergence.parquet` (per epoch),
+`-layers.parquet` (per weight matrix and epoch) and `-weights.parquet` (50
+sampled weights per matrix):
+
+- `faithful`: the original code's setup: hidden (50, 50, 50), sigmoid, MSE on
+  one-hot outputs, Adam 0.003, biases drawn like the weights, its random-
+  covariance data; 750 steps recorded every 2 steps (an "epoch" here is 2
+  minibatches of 64), the 50 weights are the last entries of each matrix and
+  the source's measure is the L2 norm of their change.
+- `stated`: the text's task with softmax cross-entropy, hidden (50, 50, 50),
+  ReLU, tanh and sigmoid, Adam 0.003 and SGD 0.1, 100 epochs, 50 randomly
+  sampled weights per matrix and the mean absolute change of them.
+
+Layer 0 is the input layer's matrix (input -> hidden 1), layer 3 the output's.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from study import figures as fig
+from study import report, stats
+from study.data import TwoGaussians
+from study.results import Results
+from study.runner import Program
+from study.train import Setup, Tracking
+
+NAME = "layer_convergence"
+QUESTION = "Do different layers converge at different speeds?"
+
+HIDDEN = (50, 50, 50)
+ACTIVATIONS = ("relu", "tanh", "sigmoid")
+LEARNING_RATES = {"adam": 0.003, "sgd": 0.1}
+SEEDS, QUICK_SEEDS = 16, 2
+FAITHFUL_STEPS, STEPS_PER_RECORD = 750, 2
+EPOCHS, QUICK_EPOCHS = 100, 10
+CELL = ["variant", "optimizer", "activation"]
+MOVED, NEAR, SIMILAR = 0.9, 0.1, 0.9  # thresholds of the convergence epochs below
+
+
+def plan(seeds: int | None = None, epochs: int | None = None, quick: bool = False) -> list[Program]:
+    """Three programs: faithful, and stated with Adam and with SGD (the
+    optimizer is static; activations are traced)."""
+    seeds = seeds or (QUICK_SEEDS if quick else SEEDS)
+    stated_epochs = epochs or (QUICK_EPOCHS if quick else EPOCHS)
+    faithful_epochs = epochs or (QUICK_EPOCHS if quick else FAITHFUL_STEPS // STEPS_PER_RECORD)
+
+    def runs(variant, optimizer, activations):
+        return pd.DataFrame([{"variant": variant, "optimizer": optimizer, "activation": a,
+                              "init": "glorot_uniform", "seed": s, "data_seed": s,
+                              "lr": LEARNING_RATES[optimizer]} for a, s in itertools.product(activations, range(seeds))])
+
+    def evals(n):
+        return max(d for d in range(1, 6) if n % d == 0)
+
+    faithful = Setup(task=TwoGaussians(harmonic_gaps=True, random_covariance=True), hidden=HIDDEN,
+                     activations=("sigmoid",), loss="mse", init_biases=True, epochs=faithful_epochs,
+                     evals=evals(faithful_epochs), steps_per_epoch=STEPS_PER_RECORD,
+                     tracking=Tracking(from_end=True, every=5))
+    programs = [Program("faithful", faithful, runs("faithful", "adam", ("sigmoid",)))]
+    for optimizer in LEARNING_RATES:
+        setup = Setup(hidden=HIDDEN, activations=ACTIVATIONS, optimizer=optimizer, epochs=stated_epochs,
+                      evals=evals(stated_epochs), tracking=Tracking(every=2))
+        programs.append(Program(f"stated {optimizer}", setup, runs("stated", optimizer, ACTIVATIONS)))
+    return programs
+
+
+# --- analysis: everything below reads the results only -----------------------
+
+MEASURES = {  # name -> how its convergence epoch is read
+    "tracked weights (source)": f"the epoch by which {MOVED:.0%} of the summed change of the 50 tracked "
+                                "weights has happened (mean |change| in the stated variant, the L2 norm of "
+                                "the change in the faithful one, as the original code)",
+    "relative change": f"the epoch by which {MOVED:.0%} of the summed ||W_t - W_t-1|| / ||W_t|| has happened",
+    "distance to final": f"the first epoch from which ||W_t - W_final|| stays under {NEAR:.0%} of "
+                         "||W_0 - W_final||",
+    "CKA to final": f"the first epoch from which the linear CKA of the layer's output on 256 probe points "
+                    f"to its final output stays above {SIMILAR}",
+}
+
+
+def first_from(condition: np.ndarray, epochs: np.ndarray) -> float:
+    """The first epoch from which `condition` holds to the end."""
+    failing = np.flatnonzero(~condition)
+    return float(epochs[0] if failing.size == 0 else epochs[min(failing[-1] + 1, len(epochs) - 1)])
+
+
+def convergence(layers: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, layer): the convergence epoch under each measure."""
+    rows = []
+    for key, g in layers.sort_values("epoch").groupby([*CELL, "seed", "layer"]):
+        epochs = g["epoch"].to_numpy()
+        tracked = g["tracked_l2_change" if key[0] == "faithful" else "tracked_abs_change"].to_numpy()
+        dist = g["dist_final"].to_numpy()
+        row = dict(zip([*CELL, "seed", "layer"], key))
+        for name, series in [("tracked weights (source)", tracked), ("relative change", g["rel_change"].to_numpy())]:
+            share = np.cumsum(series) / np.sum(series)
+            row[name] = float(epochs[np.argmax(share >= MOVED)])
+        row["distance to final"] = first_from(dist <= NEAR * g["dist_init"].to_numpy()[-1], epochs)
+        row["CKA to final"] = first_from(g["cka_final"].to_numpy() >= SIMILAR, epochs)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def order_statistic(conv: pd.DataFrame) -> pd.DataFrame:
+    """Per run and measure: Spearman's rho between layer index and its
+    convergence epoch (negative: later layers converge first)."""
+    long = conv.melt(id_vars=[*CELL, "seed", "layer"], var_name="measure", value_name="epoch")
+
+    def rho(g):
+        return sps.spearmanr(g["layer"], g["epoch"]).statistic if g["epoch"].nunique() > 1 else 0.0
+
+    return long.groupby([*CELL, "seed", "measure"]).apply(rho, include_groups=False) \
+        .rename("rho").reset_index()
+
+
+def cell_label(key) -> str:
+    return " / ".join(key)
+
+
+def claims(conv: pd.DataFrame) -> list[report.Claim]:
+    order = order_statistic(conv)
+    out = []
+    for measure, how in MEASURES.items():
+        part = order[order["measure"] == measure]
+        first = conv.groupby([*CELL, "layer"])[measure].mean().groupby(CELL).idxmin()  # (*cell, layer)
+        cells = []
+        for key, g in part.groupby(CELL, sort=False):
+            ci = stats.mean_ci(g["rho"])
+            cells.append(report.Cell(f"{cell_label(key)} (first: layer {first[key][-1]})", ci,
+                                     stats.cell_verdict(ci, 0.0, "below")))
+        out.append(report.Claim(
+            "S-questions, conclusion", f"Later layers converge faster. Measure: {measure}.", "none given (a plot)",
+            f"Spearman's rho between layer index (0 = input layer) and its convergence epoch, {how}; "
+            "per run, then the mean over seeds; the source claims below 0. The layer with the earliest "
+            "mean convergence epoch is named in each cell.", cells, lambda ci: ci.format(digits=2)))
+    cka = order[order["measure"] == "CKA to final"]
+    cells = [report.Cell(cell_label(key), ci := stats.mean_ci(g["rho"]), stats.cell_verdict(ci, 0.0, "above"))
+             for key, g in cka.groupby(CELL, sort=False)]
+    out.append(report.Claim(
+        "Raghu et al. 2017 (SVCCA); Chen et al. 2023", "Representations converge bottom-up: earlier layers first.",
+        "none comparable", "Spearman's rho of the CKA convergence epoch against layer index; claimed above 0.",
+        cells, lambda ci: ci.format(digits=2)))
+    return out
+
+
+def per_layer(frame: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, layer) at the end: accuracy drop when the layer is reset to its initial weights."""
+    final = frame.loc[frame.groupby([*CELL, "seed"])["epoch"].idxmax(), [*CELL, "seed", "eval_acc"]]
+    last = layers.loc[layers.groupby([*CELL, "seed", "layer"])["epoch"].idxmax(), [*CELL, "seed", "layer", "reset_acc"]]
+    last = last.merge(final, on=[*CELL, "seed"])
+    return last.assign(reset_drop=last["eval_acc"] - last["reset_acc"])
+
+
+def reset_table(frame: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    drops = per_layer(frame, layers)
+    table = stats.summarize(drops, [*CELL, "layer"], "reset_drop")
+    table["accuracy drop, points [95% CI]"] = [stats.Interval(m, lo, hi, n).format(scale=100, digits=1)
+                                               for m, lo, hi, n in table[["mean", "lo", "hi", "n"]].to_numpy()]
+    return table.pivot(index=CELL, columns="layer", values="accuracy drop, points [95% CI]") \
+        .rename(columns=lambda layer: f"layer {layer}").reset_index()
+
+
+def normalized_measures(layers: pd.DataFrame) -> pd.DataFrame:
+    """The four measures per (run, layer, epoch) on comparable scales."""
+    g = layers.groupby([*CELL, "seed", "layer"])
+    tracked = np.where(layers["variant"] == "faithful", layers["tracked_l2_change"], layers["tracked_abs_change"])
+    out = layers[[*CELL, "seed", "layer", "epoch"]].copy()
+    out["tracked weights (source)"] = tracked / pd.Series(tracked, layers.index).groupby(
+        [layers[c] for c in [*CELL, "seed", "layer"]]).transform("max")
+    out["relative change"] = layers["rel_change"]
+    out["distance to final"] = layers["dist_final"] / g["dist_init"].transform("last")
+    out["CKA to final"] = layers["cka_final"]
+    return out.melt(id_vars=[*CELL, "seed", "layer", "epoch"], var_name="measure")
+
+
+def draw_trajectories(data: pd.DataFrame):
+    """One panel per layer, one line per tracked weight (the source's plot)."""
+    levels = sorted(data["layer"].unique())
+    f, axes = fig.plt.subplots(1, len(levels), figsize=(3.8 * len(levels), 3.4), squeeze=False)
+    for ax, layer in zip(axes[0], levels):
+        for _, w in data[data["layer"] == layer].groupby("weight_index"):
+            ax.plot(w["epoch"], w["value"], linewidth=0.7, alpha=0.8)
+        ax.set_title(f"layer {layer}")
+        ax.set_xlabel("epoch")
+    axes[0][0].set_ylabel("weight value")
+    f.tight_layout()
+    return f
+
+
+def draw_measures(data: pd.DataFrame):
+    f = fig.facets(data, "measure", fig.bands, x="epoch", hue="layer", ylabel="value", sharey=False)
+    for ax in f.axes:
+        if ax.get_title().endswith("change"):
+            ax.set_yscale("log")
+    return f
+
+
+def figures(results: Results) -> list[fig.Figure]:
+    layers, weights = results.tables["layers"], results.tables["weights"]
+    conv = convergence(layers)
+    norm = normalized_measures(layers)
+    out = []
+    for variant, optimizer, activation in [("faithful", "adam", "sigmoid"), ("stated", "adam", "relu")]:
+        label = f"{variant}-{optimizer}-{activation}"
+        pick = (weights["variant"] == variant) & (weights["optimizer"] == optimizer) & \
+               (weights["activation"] == activation) & (weights["seed"] == weights["seed"].min())
+        traj = weights.loc[pick, ["layer", "weight_index", "epoch", "value"]]
+        out.append(fig.Figure(f"trajectories-{label}", f"The 50 tracked weights of each layer during training, "
+                              f"one run ({variant}, {optimizer}, {activation}, first seed): the source's plot.",
+                              traj, draw_trajectories))
+        cell = norm[(norm["variant"] == variant) & (norm["optimizer"] == optimizer) & (norm["activation"] == activation)]
+        cell = cell.sort_values("layer", kind="stable")
+        summary = stats.summarize(cell.assign(layer="layer " + cell["layer"].astype(str)),
+                                  ["measure", "layer", "epoch"], "value")
+        out.append(fig.Figure(f"measures-{label}", f"The four convergence measures per layer over epochs "
+                              f"({variant}, {optimizer}, {activation}); tracked change scaled to its maximum, "
+                              "distance to final scaled to its start; mean and 95% band over seeds.",
+                              summary, draw_measures))
+    long = conv.melt(id_vars=[*CELL, "seed", "layer"], var_name="measure", value_name="epoch")
+    long = long.sort_values("layer", kind="stable")
+    long["cell"] = long[CELL].agg(" / ".join, axis=1)
+    summary = stats.summarize(long.assign(layer="layer " + long["layer"].astype(str)),
+                              ["measure", "cell", "layer"], "epoch")
+    verdicts = {c.text.split("Measure: ")[1].rstrip("."): c.verdict for c in claims(conv)[:len(MEASURES)]}
+
+    def draw_summary(data):
+        f = fig.facets(data, "measure", fig.intervals, y="cell", hue="layer", ylabel="cell", width=4.5, height=4.5)
+        for ax in f.axes:
+            measure = ax.get_title().removeprefix("measure = ")
+            ax.set_title(f"{measure}\n'later layers first': {verdicts[measure]}", fontsize=9)
+            ax.set_xlabel("convergence epoch")
+        return f
+
+    out.append(fig.Figure("summary", "Convergence epoch per layer under each measure, mean and 95% interval over "
+                          "seeds; the verdict on 'later layers converge faster' under each panel's title.",
+                          summary, draw_summary))
+    return out
+
+
+def section(results: Results) -> report.Section:
+    frame, layers = results.frame, results.tables["layers"]
+    conv = convergence(layers)
+    seeds = frame["seed"].nunique()
+    intro = (
+        "S-questions plotted 50 weights of each layer of a 3-hidden-layer MLP during training and "
+        "concluded that later layers converge faster (the third layer moves almost monotonically to its "
+        "final values, earlier layers move in a more complicated way and take longer). The literature "
+        "found the opposite order under other measures: representations converge bottom-up (Raghu et al., "
+        "2017) and shallower layers learn first (Chen et al., 2023). We measure convergence four ways, in "
+        f"the original code's setup (*faithful*) and the text's (*stated*, three activations, Adam and SGD), "
+        f"{seeds} seeds each; {frame[['variant', 'optimizer', 'activation', 'seed']].drop_duplicates().shape[0]} "
+        f"runs took {results.metadata['wall_time_s']:.0f} s (the source: one run, about 3.9 s).\n")
+    notes = (
+        "**Why the measures can disagree.** The source's measure is an absolute change of raw weights: a "
+        "layer with few, large weights (the output layer) moves by more per weight than a wide layer whose "
+        "weights are small, and with Adam every weight moves by about the learning rate per step whatever "
+        "its gradient, so raw change says more about scale and optimizer than about convergence. Relative "
+        "change and distance to the final weights are scale-free; CKA asks whether the layer's *function* "
+        "(its output on fixed inputs) has settled, which can happen long before its weights stop moving, "
+        "and a layer's output also changes when the layers below it change: that is what makes the "
+        "function view converge bottom-up. The reset table shows the same asymmetry from another angle "
+        "(Zhang et al., 2019): how much accuracy is lost when one layer alone goes back to its initial "
+        "weights after training.\n")
+    return report.Section(
+        title=QUESTION, intro=intro, claims=claims(conv),
+        figures=[(f"{NAME}-{f.name}", f.caption) for f in figures(results)],
+        tables=[("Accuracy drop on the large sample (points, mean and 95% CI over seeds) when one layer is "
+                 "reset to its initial weights after training; layer 0 is the input layer.",
+                 reset_table(frame, layers))],
+        notes=notes)
