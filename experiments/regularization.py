@@ -62,7 +62,10 @@ def plan(seeds: int | None = None, epochs: int | None = None, quick: bool = Fals
     def setup(variant, **kwargs):
         n = epochs or (QUICK_EPOCHS if quick else EPOCHS[variant])
         evals = max(d for d in range(1, 6) if n % d == 0)
-        return Setup(hidden=HIDDEN, epochs=n, evals=evals, tracking=Tracking(every=max(1, n // 20)), **kwargs)
+        # about 20 records of the sampled weights and the per-layer measures; `every` divides the epochs
+        every = max(d for d in range(1, max(1, n // 20) + 1) if n % d == 0)
+        return Setup(hidden=HIDDEN, epochs=n, evals=evals, tracking=Tracking(every=every, measures_every=every),
+                     **kwargs)
 
     faithful = dict(task=TwoGaussians(harmonic_gaps=True, random_covariance=True), activations=("sigmoid",),
                     loss="mse", init_biases=True, penalty_mean=True)

@@ -6,11 +6,13 @@ compiled program from XLA's cost analysis against this machine's dense-matmul
 rate (measured here, one device at a time, times the device count); and the
 time of the same runs trained the way a typical JAX user writes it (a jitted
 step called from a Python loop, one run at a time), timed on a few runs and
-scaled to the grid.
+scaled to the grid. Then the cost of weight tracking (Q2, Q3): each
+experiment's programs trained with and without it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from unittest import mock
@@ -21,7 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from experiments import initialization
+from experiments import initialization, layer_convergence, regularization
 from study import data as data_lib
 from study import runner, train
 
@@ -124,3 +126,15 @@ def main(seeds: int | None, epochs: int | None, naive_runs: int) -> None:
           f"{total['train_s'] / floor:.2f}x the dense matmul floor ({floor:.1f} s), "
           f"{total['train_s'] * small / rate / floor:.2f}x the floor at the workload's shapes; "
           f"Python loop {total['naive_s']:.0f} s = {total['naive_s'] / total['train_s']:.1f}x slower")
+
+
+def tracking_overhead(seeds: int | None, epochs: int | None) -> None:
+    """Training time of each tracked program against the same program untracked."""
+    for module in (layer_convergence, regularization):
+        tracked_s = plain_s = 0.0
+        for program in module.plan(seeds=seeds, epochs=epochs):
+            values = runner.run_values(program.setup, program.runs)
+            tracked_s += train.train_grid(program.setup, values)[1].train_s
+            plain_s += train.train_grid(dataclasses.replace(program.setup, tracking=None), values)[1].train_s
+        print(f"{module.NAME:18s} weight tracking: train {tracked_s:.1f} s with, {plain_s:.1f} s without "
+              f"(+{tracked_s / plain_s - 1:.0%})")

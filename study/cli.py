@@ -57,9 +57,9 @@ def cmd_run(args) -> None:
         path = results.path_for(args.out, module.NAME)
         if jax.process_index() == 0:  # every host holds the gathered results; one writes
             results.write(path, res)
-        rows = ", ".join(f"{len(f):,} rows" for f in (res.frame, *res.tables.values()))
-        log(f"[{module.NAME}] wrote {path} and its {len(res.tables)} tables ({rows}) "
-            f"in {time.perf_counter() - start:.1f} s")
+        files = [(path, res.frame)] + [(results.table_path(path, k), f) for k, f in res.tables.items()]
+        written = ", ".join(f"{p.name} ({len(f):,} rows)" for p, f in files)
+        log(f"[{module.NAME}] wrote {written} to {path.parent} in {time.perf_counter() - start:.1f} s")
 
 
 def load(module, out: Path) -> results.Results:
@@ -91,6 +91,7 @@ def cmd_all(args) -> None:
 def cmd_bench(args) -> None:
     devices.configure()
     bench.main(seeds=args.seeds, epochs=args.epochs, naive_runs=args.naive_runs)
+    bench.tracking_overhead(seeds=args.seeds, epochs=args.epochs)
 
 
 def build_parser() -> Parser:
@@ -119,7 +120,7 @@ def build_parser() -> Parser:
     add("figures", cmd_figures, "draw figures/NAME-*.png|svg|csv from the results")
     add("report", cmd_report, "write paper/report.md and paper/report.html", experiment=False)
     add("all", cmd_all, "run, figures and report", experiment=False, training=True)
-    bench = sub.add_parser("bench", help="time the default initialization grid")
+    bench = sub.add_parser("bench", help="time the default initialization grid and the cost of weight tracking")
     bench.add_argument("--seeds", type=positive, help="seeds per condition (default: the experiment's)")
     bench.add_argument("--epochs", type=positive, help="epochs per run (default: the experiment's)")
     bench.add_argument("--naive-runs", type=positive, default=8,

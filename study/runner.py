@@ -50,14 +50,15 @@ def tidy(runs: pd.DataFrame, axes: dict[str, np.ndarray], columns: dict[str, np.
 
 def tables(setup: train.Setup, runs: pd.DataFrame, out: dict) -> dict[str, pd.DataFrame]:
     """`train_grid`'s output as tidy frames: "" one row per (run, epoch);
-    with tracking, "layers" per (run, layer, epoch) and "weights" per (run,
-    layer, weight_index, epoch). Epochs count from 1; the sampled weights
+    with tracking, "layers" per (run, layer, kept epoch) and "weights" per
+    (run, layer, weight_index, epoch). Epochs count from 1; the sampled weights
     also at epoch 0, their initial values."""
     epochs = np.arange(1, setup.epochs + 1, dtype=np.int32)
     frames = {"": tidy(runs, {"epoch": epochs}, out["epochs"])}
     if "layers" in out:
         layers = np.arange(len(setup.hidden) + 1, dtype=np.int32)
-        frames["layers"] = tidy(runs, {"layer": layers, "epoch": epochs},
+        every = setup.tracking.measures_every
+        frames["layers"] = tidy(runs, {"layer": layers, "epoch": epochs[every - 1::every]},
                                 {k: np.moveaxis(v, 1, -1) if v.ndim == 3 else v for k, v in out["layers"].items()})
         sampled = out["weights"]  # (runs, records, layers, weights)
         records = np.arange(0, setup.epochs + 1, setup.tracking.every, dtype=np.int32)

@@ -54,12 +54,14 @@ class Tracking:
     fixed sample of weights, and the linear CKA of the layer's output on a
     probe batch to its output at the end; after training, the accuracy with
     the layer reset to its initial weights. The sampled weights' values are
-    kept every `every` epochs (and at epoch 0), which bounds the file size.
+    kept every `every` epochs (and at epoch 0), the per-layer measures every
+    `measures_every` epochs: both bound the file sizes.
     """
 
     weights: int = 50  # sampled entries per matrix, the same for every run of a program
     from_end: bool = False  # the last entries of each flattened matrix (the original code), not a random sample
     every: int = 1
+    measures_every: int = 1  # must divide the epochs, so the last epoch is kept
     probe: int = 256  # the first points of the large sample
 
 
@@ -94,6 +96,9 @@ class Setup:
                 raise ValueError(f"unknown {field} {value!r}; choose from {', '.join(choices)}")
         if self.epochs < 1 or self.evals < 1 or self.epochs % self.evals:
             raise ValueError(f"epochs ({self.epochs}) must be a positive multiple of evals ({self.evals})")
+        if self.tracking and self.epochs % self.tracking.measures_every:
+            raise ValueError(f"epochs ({self.epochs}) must be a multiple of measures_every "
+                             f"({self.tracking.measures_every})")
         if self.batches_per_epoch * (self.batch_size or self.task.n_train) > self.task.n_train:
             raise ValueError(f"{self.batches_per_epoch} minibatches of {self.batch_size} exceed "
                              f"the {self.task.n_train} training points")
@@ -237,7 +242,7 @@ def tracked_indices(setup: Setup) -> list[np.ndarray]:
 
 def weight_measures(setup: Setup, initial: list, stacked: list, final_outputs: list,
                     outputs: list) -> tuple[dict, jax.Array]:
-    """Per-layer measures per epoch, (epochs, layers) each, from the kernels
+    """Per-layer measures per kept epoch, (epochs, layers) each, from the kernels
     after every epoch and the probe outputs; and the sampled weights'
     values, (records, layers, weights), at epochs 0, every, 2 * every, ..."""
     measures, sampled = {}, []
@@ -259,7 +264,8 @@ def weight_measures(setup: Setup, initial: list, stacked: list, final_outputs: l
         for k, v in row.items():
             measures.setdefault(k, []).append(v)
         sampled.append(path[::setup.tracking.every, idx])
-    return {k: jnp.stack(v, axis=1) for k, v in measures.items()}, jnp.stack(sampled, axis=1)
+    kept = slice(setup.tracking.measures_every - 1, None, setup.tracking.measures_every)
+    return {k: jnp.stack(v, axis=1)[kept] for k, v in measures.items()}, jnp.stack(sampled, axis=1)
 
 
 def train_run(setup: Setup, values: dict[str, jax.Array]) -> dict[str, dict | jax.Array]:

@@ -42,15 +42,38 @@ def test_quick_run_writes_tidy_results_with_provenance(quick):
     assert meta["wall_time_s"] > 0 and [p["label"] for p in meta["programs"]] == ["faithful", "stated"]
 
 
+@pytest.mark.parametrize("name, conditions, layers", [
+    ("layer_convergence", ["variant", "optimizer", "activation"], 4),
+    ("regularization", ["variant", "regularizer", "strength"], 3),
+])
+def test_quick_run_writes_layer_and_weight_tables(quick, name, conditions, layers):
+    res = results.read(quick / "results" / f"{name}.parquet")
+    assert sorted(res.tables) == ["layers", "weights"] and res.metadata["tables"] == ["layers", "weights"]
+    per_layer, weights = res.tables["layers"], res.tables["weights"]
+    for column in ["layer", "epoch", "w_norm", "mean_abs_w", "small_frac", "zero_frac", "rel_change",
+                   "dist_init", "dist_final", "tracked_abs_change", "cka_final", "reset_acc"]:
+        assert column in per_layer
+    assert list(weights.columns[-4:]) == ["layer", "weight_index", "epoch", "value"]
+    assert set(conditions) <= set(weights.columns) and "seed" in weights
+    runs = res.frame.groupby([*conditions, "seed"]).ngroups
+    every = res.metadata["programs"][0]["setup"]["tracking"]["measures_every"]
+    assert len(per_layer) == len(res.frame) * layers // every
+    assert weights.groupby([*conditions, "seed", "layer", "epoch"]).size().eq(50).all()
+    assert set(weights["layer"]) == set(range(layers)) and weights["epoch"].min() == 0
+    assert weights.groupby([*conditions, "seed"]).ngroups == runs
+
+
 def test_quick_run_writes_figures_and_report(quick):
     for name in ["curves", "loss", "final", "faithful", "units"]:
         for suffix in ["png", "svg", "csv"]:
             assert (quick / "figures" / f"initialization-{name}.{suffix}").stat().st_size > 0
     md = (quick / "paper" / "report.md").read_text()
     assert "## Q1. How does initialization affect training?" in md
-    assert md.count("**Claim ") == 5 and "Verdict rule" in md and "| hidden 2 | 100 x 100 |" in md
+    assert "## Q2. Do different layers converge at different speeds?" in md
+    assert "## Q3. How does regularization affect the weights?" in md
+    assert md.count("**Claim ") == 5 + 5 + 9 and "Verdict rule" in md and "| hidden 2 | 100 x 100 |" in md
     html = (quick / "paper" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 5
+    assert html.count("data:image/png;base64,") == len(list((quick / "figures").glob("*.png"))) == 5 + 5 + 5
 
 
 def test_same_command_twice_gives_identical_data(quick, tmp_path):
@@ -60,7 +83,7 @@ def test_same_command_twice_gives_identical_data(quick, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["run", "nope"], "unknown experiment 'nope'; choose from initialization or all"),
+    (["run", "nope"], "unknown experiment 'nope'; choose from initialization, layer_convergence, regularization or all"),
     (["run", "all", "--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
     (["run", "all", "--epochs", "-3"], "argument --epochs: must be at least 1, got -3"),
     (["run", "all", "--epochs", "x"], "argument --epochs: expected a whole number >= 1, got 'x'"),
