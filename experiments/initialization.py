@@ -26,7 +26,7 @@ from study import inits, report, stats
 from study.data import TwoGaussians
 from study.results import Results
 from study.runner import Program
-from study.train import Setup
+from study.train import Setup, stride
 
 NAME = "initialization"
 QUESTION = "How does initialization affect training?"
@@ -51,8 +51,8 @@ def plan(seeds: int | None = None, epochs: int | None = None, quick: bool = Fals
 
     def setup(variant, **kwargs):
         n = epochs or (QUICK_EPOCHS if quick else EPOCHS[variant])
-        evals = max(d for d in range(1, EVAL_POINTS + 1) if n % d == 0)
-        return Setup(hidden=(100, 100), optimizer="adam", batch_size=64, epochs=n, evals=evals, **kwargs)
+        return Setup(hidden=(100, 100), optimizer="adam", batch_size=64, epochs=n, evals=stride(n, EVAL_POINTS),
+                     **kwargs)
 
     def runs(variant, activations, schemes):
         grid = itertools.product(activations, schemes, range(seeds))
@@ -103,10 +103,6 @@ def cells(table: pd.DataFrame, statistic, threshold: float, claimed: str) -> lis
     return out
 
 
-def points(ci: stats.Interval) -> str:
-    return ci.format(scale=100, digits=1, unit=" pt")
-
-
 def claims(runs: pd.DataFrame) -> list[report.Claim]:
     acc, norm, speed = paired(runs, "eval_acc"), paired(runs, "norm_acc"), paired(runs, "epochs_to_90")
 
@@ -135,12 +131,12 @@ def claims(runs: pd.DataFrame) -> list[report.Claim]:
                      "none given",
                      "final large-sample accuracy of Xavier-uniform minus that of the best other scheme "
                      "(by mean), paired by seed; claimed above 0.",
-                     cells(acc, xavier_minus_best_other, 0.0, "above"), points),
+                     cells(acc, xavier_minus_best_other, 0.0, "above"), stats.points),
         report.Claim("S-questions, conclusion", "Low-variance Gaussian initialization trains well, like Xavier.",
                      "none given",
                      "final large-sample accuracy of N(0, 0.01^2) minus Xavier-uniform, paired by seed; "
                      "claimed above -1 point.",
-                     cells(acc, low_variance_minus_xavier, -0.01, "above"), points),
+                     cells(acc, low_variance_minus_xavier, -0.01, "above"), stats.points),
         report.Claim("S-questions, conclusion", "With a large variance, training slows down.", "none given",
                      f"epochs to reach test accuracy {REACHED} with the widest Gaussian minus with "
                      "Xavier-uniform (runs that never reach it count as epochs + 1); claimed above 0.",

@@ -29,7 +29,7 @@ from study import report, stats
 from study.data import TwoGaussians
 from study.results import Results
 from study.runner import Program
-from study.train import Setup, Tracking
+from study.train import Setup, Tracking, stride
 
 NAME = "layer_convergence"
 QUESTION = "Do different layers converge at different speeds?"
@@ -40,6 +40,7 @@ LEARNING_RATES = {"adam": 0.003, "sgd": 0.1}
 SEEDS, QUICK_SEEDS = 16, 2
 FAITHFUL_STEPS, STEPS_PER_RECORD = 750, 2
 EPOCHS, QUICK_EPOCHS = 100, 10
+EVAL_POINTS = 5  # at most this many large-sample scores per run, the last epoch among them
 CELL = ["variant", "optimizer", "activation"]
 MOVED, NEAR, SIMILAR = 0.9, 0.1, 0.9  # thresholds of the convergence epochs below
 
@@ -56,17 +57,14 @@ def plan(seeds: int | None = None, epochs: int | None = None, quick: bool = Fals
                               "init": "glorot_uniform", "seed": s, "data_seed": s,
                               "lr": LEARNING_RATES[optimizer]} for a, s in itertools.product(activations, range(seeds))])
 
-    def evals(n):
-        return max(d for d in range(1, 6) if n % d == 0)
-
     faithful = Setup(task=TwoGaussians(harmonic_gaps=True, random_covariance=True), hidden=HIDDEN,
                      activations=("sigmoid",), loss="mse", init_biases=True, epochs=faithful_epochs,
-                     evals=evals(faithful_epochs), steps_per_epoch=STEPS_PER_RECORD,
+                     evals=stride(faithful_epochs, EVAL_POINTS), steps_per_epoch=STEPS_PER_RECORD,
                      tracking=Tracking(from_end=True, every=5))
     programs = [Program("faithful", faithful, runs("faithful", "adam", ("sigmoid",)))]
     for optimizer in LEARNING_RATES:
         setup = Setup(hidden=HIDDEN, activations=ACTIVATIONS, optimizer=optimizer, epochs=stated_epochs,
-                      evals=evals(stated_epochs), tracking=Tracking(every=2))
+                      evals=stride(stated_epochs, EVAL_POINTS), tracking=Tracking(every=2))
         programs.append(Program(f"stated {optimizer}", setup, runs("stated", optimizer, ACTIVATIONS)))
     return programs
 
@@ -96,7 +94,7 @@ def convergence(layers: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for key, g in layers.sort_values("epoch").groupby([*CELL, "seed", "layer"]):
         epochs = g["epoch"].to_numpy()
-        tracked = g["tracked_l2_change" if key[0] == "faithful" else "tracked_abs_change"].to_numpy()
+        tracked = tracked_change(g).to_numpy()
         dist = g["dist_final"].to_numpy()
         row = dict(zip([*CELL, "seed", "layer"], key))
         for name, series in [("tracked weights (source)", tracked), ("relative change", g["rel_change"].to_numpy())]:
@@ -152,8 +150,8 @@ def claims(conv: pd.DataFrame) -> list[report.Claim]:
 
 def per_layer(frame: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, layer) at the end: accuracy drop when the layer is reset to its initial weights."""
-    final = frame.loc[frame.groupby([*CELL, "seed"])["epoch"].idxmax(), [*CELL, "seed", "eval_acc"]]
-    last = layers.loc[layers.groupby([*CELL, "seed", "layer"])["epoch"].idxmax(), [*CELL, "seed", "layer", "reset_acc"]]
+    final = stats.at_last_epoch(frame, [*CELL, "seed"])[[*CELL, "seed", "eval_acc"]]
+    last = stats.at_last_epoch(layers, [*CELL, "seed", "layer"])[[*CELL, "seed", "layer", "reset_acc"]]
     last = last.merge(final, on=[*CELL, "seed"])
     return last.assign(reset_drop=last["eval_acc"] - last["reset_acc"])
 
@@ -167,13 +165,17 @@ def reset_table(frame: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
         .rename(columns=lambda layer: f"layer {layer}").reset_index()
 
 
+def tracked_change(layers: pd.DataFrame) -> pd.Series:
+    """The source's measure: the L2 norm of the tracked weights' change in the
+    faithful variant (the original code), their mean |change| in the stated one."""
+    return layers["tracked_l2_change"].where(layers["variant"] == "faithful", layers["tracked_abs_change"])
+
+
 def normalized_measures(layers: pd.DataFrame) -> pd.DataFrame:
     """The four measures per (run, layer, epoch) on comparable scales."""
-    g = layers.groupby([*CELL, "seed", "layer"])
-    tracked = np.where(layers["variant"] == "faithful", layers["tracked_l2_change"], layers["tracked_abs_change"])
+    g = layers.assign(tracked=tracked_change(layers)).groupby([*CELL, "seed", "layer"])
     out = layers[[*CELL, "seed", "layer", "epoch"]].copy()
-    out["tracked weights (source)"] = tracked / pd.Series(tracked, layers.index).groupby(
-        [layers[c] for c in [*CELL, "seed", "layer"]]).transform("max")
+    out["tracked weights (source)"] = tracked_change(layers) / g["tracked"].transform("max")
     out["relative change"] = layers["rel_change"]
     out["distance to final"] = layers["dist_final"] / g["dist_init"].transform("last")
     out["CKA to final"] = layers["cka_final"]
@@ -181,17 +183,7 @@ def normalized_measures(layers: pd.DataFrame) -> pd.DataFrame:
 
 
 def draw_trajectories(data: pd.DataFrame):
-    """One panel per layer, one line per tracked weight (the source's plot)."""
-    levels = sorted(data["layer"].unique())
-    f, axes = fig.plt.subplots(1, len(levels), figsize=(3.8 * len(levels), 3.4), squeeze=False)
-    for ax, layer in zip(axes[0], levels):
-        for _, w in data[data["layer"] == layer].groupby("weight_index"):
-            ax.plot(w["epoch"], w["value"], linewidth=0.7, alpha=0.8)
-        ax.set_title(f"layer {layer}")
-        ax.set_xlabel("epoch")
-    axes[0][0].set_ylabel("weight value")
-    f.tight_layout()
-    return f
+    return fig.trajectories(data, "layer", ylabel="weight value", title="layer {}", width=3.8)
 
 
 def draw_measures(data: pd.DataFrame):

@@ -32,7 +32,7 @@ from study import report, stats
 from study.data import TwoGaussians
 from study.results import Results
 from study.runner import Program
-from study.train import Setup, Tracking
+from study.train import Setup, Tracking, stride
 
 NAME = "regularization"
 QUESTION = "How does regularization affect the weights?"
@@ -45,6 +45,8 @@ FAITHFUL_STRENGTHS = (0.1, 1.0)
 SEEDS, QUICK_SEEDS = 16, 2
 EPOCHS = {"faithful": 100, "stated": 200}
 QUICK_EPOCHS = 10
+EVAL_POINTS = 5  # at most this many large-sample scores per run, the last epoch among them
+RECORDS = 20  # about this many records per run of the sampled weights and the per-layer measures
 SMALL = 1e-3  # a weight under this magnitude counts as (nearly) zero
 CONDITION = ["variant", "regularizer", "strength"]
 
@@ -61,10 +63,8 @@ def plan(seeds: int | None = None, epochs: int | None = None, quick: bool = Fals
 
     def setup(variant, **kwargs):
         n = epochs or (QUICK_EPOCHS if quick else EPOCHS[variant])
-        evals = max(d for d in range(1, 6) if n % d == 0)
-        # about 20 records of the sampled weights and the per-layer measures; `every` divides the epochs
-        every = max(d for d in range(1, max(1, n // 20) + 1) if n % d == 0)
-        return Setup(hidden=HIDDEN, epochs=n, evals=evals, tracking=Tracking(every=every, measures_every=every),
+        every = stride(n, n // RECORDS)
+        return Setup(hidden=HIDDEN, epochs=n, evals=stride(n, EVAL_POINTS), tracking=Tracking(every=every, measures_every=every),
                      **kwargs)
 
     faithful = dict(task=TwoGaussians(harmonic_gaps=True, random_covariance=True), activations=("sigmoid",),
@@ -92,8 +92,8 @@ def per_run(results: Results) -> pd.DataFrame:
     weight matrices (each weighted by its size) and of the first layer (`_l0`)."""
     frame, layers = results.frame, results.tables["layers"]
     keys = [*CONDITION, "seed"]
-    last = frame.loc[frame.groupby(keys)["epoch"].idxmax()].set_index(keys)
-    final = layers.loc[layers.groupby([*keys, "layer"])["epoch"].idxmax()]
+    last = stats.at_last_epoch(frame, keys).set_index(keys)
+    final = stats.at_last_epoch(layers, [*keys, "layer"])
     sizes = np.array([np.prod(row["kernel"]) for row in results.metadata["programs"][0]["model"]])
     share = final["layer"].map(dict(enumerate(sizes / sizes.sum())))
     last = last.join(final[keys].join(final[WEIGHT_STATS].mul(share, axis=0)).groupby(keys).sum())
@@ -130,16 +130,11 @@ def best_strengths(runs: pd.DataFrame, regularizers) -> list[tuple]:
     return list(means.groupby(level=[0, 1], sort=False).idxmax())
 
 
-def points(ci: stats.Interval) -> str:
-    return ci.format(scale=100, digits=1, unit=" pt")
-
-
 def claims(runs: pd.DataFrame) -> list[report.Claim]:
     penalties = conditions(runs, ["l1", "l2"])
-    strongest = [c for c in conditions(runs, ["l1", "l1_prox"])
-                 if c[2] == runs.loc[runs["variant"] == c[0], "strength"].where(runs["regularizer"] == c[1]).max()]
+    top = runs.groupby(["variant", "regularizer"])["strength"].transform("max")
+    strongest = conditions(runs[runs["strength"] == top], ["l1", "l1_prox"])
     l2 = conditions(runs, ["l2"])
-    fraction = lambda ci: ci.format(scale=100, digits=1, unit=" pt")  # noqa: E731
     return [
         report.Claim("S-questions, conclusion", "Regularization clearly shrinks the weights.", "none given (a plot)",
                      "mean |w| over all weight matrices at the end, regularized minus unregularized, paired by "
@@ -148,31 +143,31 @@ def claims(runs: pd.DataFrame) -> list[report.Claim]:
         report.Claim("S-questions, conclusion", "Strong L1 gives sparse weights.", "none given",
                      f"fraction of weights under {SMALL:g} in magnitude (percentage points), strongest L1 (penalty "
                      "and proximal) minus unregularized; claimed above 0. Exact zeros are in the table below.",
-                     versus_none(runs, "small_frac", strongest, 0.0, "above"), fraction),
+                     versus_none(runs, "small_frac", strongest, 0.0, "above"), stats.points),
         report.Claim("S-questions, conclusion", "Strong L1 costs accuracy.", "none given",
                      "final large-sample accuracy, strongest L1 minus unregularized; claimed below 0.",
-                     versus_none(runs, "eval_acc", strongest, 0.0, "below"), points),
+                     versus_none(runs, "eval_acc", strongest, 0.0, "below"), stats.points),
         report.Claim("S-questions, conclusion", "L2 gives smaller weights but no sparsity.", "none given",
                      f"fraction of weights under {SMALL:g}, L2 minus unregularized; claimed below 5 points.",
-                     versus_none(runs, "small_frac", l2, 0.05, "below"), fraction),
+                     versus_none(runs, "small_frac", l2, 0.05, "below"), stats.points),
         report.Claim("S-questions, conclusion", "L2 does no visible harm to accuracy.", "none given",
                      "final large-sample accuracy, L2 minus unregularized; claimed above -1 point.",
-                     versus_none(runs, "eval_acc", l2, -0.01, "above"), points),
+                     versus_none(runs, "eval_acc", l2, -0.01, "above"), stats.points),
         report.Claim("S-questions, hypothesis", "Mild regularization may raise accuracy.", "none given",
                      "final large-sample accuracy at the best strength of each kind (chosen by its mean, so "
                      "the interval is optimistic) minus unregularized; claimed above 0.",
                      versus_none(runs, "eval_acc", best_strengths(runs, ["l1", "l1_prox", "l2"]), 0.0, "above"),
-                     points),
+                     stats.points),
         report.Claim("S-tricks", "Dropout of 20-50% on hidden units (20% on the input) improves the model.",
                      "none given", "final large-sample accuracy, dropout minus unregularized; claimed above 0.",
-                     versus_none(runs, "eval_acc", conditions(runs, ["dropout"]), 0.0, "above"), points),
+                     versus_none(runs, "eval_acc", conditions(runs, ["dropout"]), 0.0, "above"), stats.points),
         report.Claim("Srivastava et al. 2014", "Dropout reduces overfitting.", "none comparable",
                      "generalization gap (train minus large-sample accuracy), dropout minus unregularized; "
                      "claimed below 0.",
-                     versus_none(runs, "gap", conditions(runs, ["dropout"]), 0.0, "below"), points),
+                     versus_none(runs, "gap", conditions(runs, ["dropout"]), 0.0, "below"), stats.points),
         report.Claim("S-tricks", "A max-norm constraint (e.g. 5) on each unit's incoming weights helps.",
                      "none given", "final large-sample accuracy, max-norm minus unregularized; claimed above 0.",
-                     versus_none(runs, "eval_acc", conditions(runs, ["maxnorm"]), 0.0, "above"), points),
+                     versus_none(runs, "eval_acc", conditions(runs, ["maxnorm"]), 0.0, "above"), stats.points),
     ]
 
 
@@ -253,17 +248,7 @@ def figures(results: Results) -> list[fig.Figure]:
 
 
 def draw_trajectories(data: pd.DataFrame):
-    """One panel per condition, one line per tracked weight (the source's plot)."""
-    levels = list(dict.fromkeys(data["condition"]))
-    f, axes = fig.plt.subplots(1, len(levels), figsize=(4 * len(levels), 3.4), sharey=True, squeeze=False)
-    for ax, level in zip(axes[0], levels):
-        for _, w in data[data["condition"] == level].groupby("weight_index"):
-            ax.plot(w["epoch"], w["value"], linewidth=0.7, alpha=0.8)
-        ax.set_title(level)
-        ax.set_xlabel("epoch")
-    axes[0][0].set_ylabel("first-layer weight")
-    f.tight_layout()
-    return f
+    return fig.trajectories(data, "condition", ylabel="first-layer weight", sharey=True)
 
 
 def section(results: Results) -> report.Section:

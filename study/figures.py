@@ -79,6 +79,22 @@ def intervals(summary: pd.DataFrame, y: str, hue: str, ax=None, *, bayes=None):
     return ax
 
 
+def trajectories(data: pd.DataFrame, panel: str, *, ylabel: str, title: str = "{}", width: float = 4.0,
+                 sharey: bool = False) -> matplotlib.figure.Figure:
+    """The sources' weight plot: one panel per level of `panel`, one line per
+    `weight_index` of its `value` over `epoch`."""
+    levels = list(dict.fromkeys(data[panel]))
+    fig, axes = plt.subplots(1, len(levels), figsize=(width * len(levels), 3.4), sharey=sharey, squeeze=False)
+    for ax, level in zip(axes[0], levels):
+        for _, w in data[data[panel] == level].groupby("weight_index"):
+            ax.plot(w["epoch"], w["value"], linewidth=0.7, alpha=0.8)
+        ax.set_title(title.format(level))
+        ax.set_xlabel("epoch")
+    axes[0][0].set_ylabel(ylabel)
+    fig.tight_layout()
+    return fig
+
+
 def facets(summary: pd.DataFrame, col: str, plot: Callable, *, ylabel: str, width: float = 4.2,
            height: float = 3.6, sharey: bool = True, **kwargs) -> matplotlib.figure.Figure:
     """One panel per level of `col`, each drawn by `plot(part, ax=ax, **kwargs)`,

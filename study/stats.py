@@ -58,6 +58,16 @@ def summarize(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def points(ci: Interval) -> str:
+    """An interval of fractions in percentage points."""
+    return ci.format(scale=100, digits=1, unit=" pt")
+
+
+def at_last_epoch(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The row of the last epoch of each group of `keys` (a run, or a run's layer)."""
+    return frame.loc[frame.groupby(keys)["epoch"].idxmax()]
+
+
 def cell_verdict(ci: Interval, threshold: float, claimed: str) -> str:
     """`claimed` is "above" or "below" `threshold`: reproduced when the whole
     interval lies on the claimed side, contradicted when it lies on the other,

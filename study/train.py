@@ -115,6 +115,12 @@ class Setup:
         return self.epochs // self.evals
 
 
+def stride(n: int, at_most: int) -> int:
+    """The largest divisor of `n` not above `at_most`: a recording stride
+    that always keeps the last epoch."""
+    return max(d for d in range(1, max(1, at_most) + 1) if n % d == 0)
+
+
 def build_model(setup: Setup, values: dict, key) -> MLP:
     """The run's model; `values["init"]` and `values["activation"]` may be traced."""
     kernel_init = inits.select(setup.schemes, values["init"])
