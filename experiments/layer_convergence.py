@@ -40,6 +40,7 @@ LEARNING_RATES = {"adam": 0.003, "sgd": 0.1}
 SEEDS, QUICK_SEEDS = 16, 2
 FAITHFUL_STEPS, STEPS_PER_RECORD = 750, 2
 EPOCHS, QUICK_EPOCHS = 100, 10
+RECORD_EVERY = {"faithful": 5, "stated": 2}  # epochs between kept weight samples and CKA probes
 EVAL_POINTS = 5  # at most this many large-sample scores per run, the last epoch among them
 CELL = ["variant", "optimizer", "activation"]
 MOVED, NEAR, SIMILAR = 0.9, 0.1, 0.9  # thresholds of the convergence epochs below
@@ -60,11 +61,11 @@ def plan(seeds: int | None = None, epochs: int | None = None, quick: bool = Fals
     faithful = Setup(task=TwoGaussians(harmonic_gaps=True, random_covariance=True), hidden=HIDDEN,
                      activations=("sigmoid",), loss="mse", init_biases=True, epochs=faithful_epochs,
                      evals=stride(faithful_epochs, EVAL_POINTS), steps_per_epoch=STEPS_PER_RECORD,
-                     tracking=Tracking(from_end=True, every=5))
+                     tracking=Tracking(from_end=True, every=RECORD_EVERY["faithful"]))
     programs = [Program("faithful", faithful, runs("faithful", "adam", ("sigmoid",)))]
     for optimizer in LEARNING_RATES:
         setup = Setup(hidden=HIDDEN, activations=ACTIVATIONS, optimizer=optimizer, epochs=stated_epochs,
-                      evals=stride(stated_epochs, EVAL_POINTS), tracking=Tracking(every=2))
+                      evals=stride(stated_epochs, EVAL_POINTS), tracking=Tracking(every=RECORD_EVERY["stated"]))
         programs.append(Program(f"stated {optimizer}", setup, runs("stated", optimizer, ACTIVATIONS)))
     return programs
 
@@ -78,8 +79,10 @@ MEASURES = {  # name -> how its convergence epoch is read
     "relative change": f"the epoch by which {MOVED:.0%} of the summed ||W_t - W_t-1|| / ||W_t|| has happened",
     "distance to final": f"the first epoch from which ||W_t - W_final|| stays under {NEAR:.0%} of "
                          "||W_0 - W_final||",
-    "CKA to final": f"the first epoch from which the linear CKA of the layer's output on 256 probe points "
-                    f"to its final output stays above {SIMILAR}",
+    "CKA to final": f"the first probed epoch (every {RECORD_EVERY['stated']} epochs; every {RECORD_EVERY['faithful']} "
+                    "two-step epochs in the faithful variant) "
+                    f"from which the linear CKA of the layer's output on 256 probe points to its final output "
+                    f"stays above {SIMILAR}",
 }
 
 
@@ -101,7 +104,8 @@ def convergence(layers: pd.DataFrame) -> pd.DataFrame:
             share = np.cumsum(series) / np.sum(series)
             row[name] = float(epochs[np.argmax(share >= MOVED)])
         row["distance to final"] = first_from(dist <= NEAR * g["dist_init"].to_numpy()[-1], epochs)
-        row["CKA to final"] = first_from(g["cka_final"].to_numpy() >= SIMILAR, epochs)
+        probed = g.dropna(subset=["cka_final"])
+        row["CKA to final"] = first_from(probed["cka_final"].to_numpy() >= SIMILAR, probed["epoch"].to_numpy())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -179,7 +183,7 @@ def normalized_measures(layers: pd.DataFrame) -> pd.DataFrame:
     out["relative change"] = layers["rel_change"]
     out["distance to final"] = layers["dist_final"] / g["dist_init"].transform("last")
     out["CKA to final"] = layers["cka_final"]
-    return out.melt(id_vars=[*CELL, "seed", "layer", "epoch"], var_name="measure")
+    return out.melt(id_vars=[*CELL, "seed", "layer", "epoch"], var_name="measure").dropna(subset=["value"])
 
 
 def draw_trajectories(data: pd.DataFrame):

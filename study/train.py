@@ -50,12 +50,14 @@ DATA_STREAM, INIT_STREAM, SHUFFLE_STREAM, DROPOUT_STREAM = 0, 1, 2, 3
 class Tracking:
     """What a run records about its weight matrices, inside the program.
 
-    Per epoch and weight matrix: norms, sparsity, movement, the change of a
-    fixed sample of weights, and the linear CKA of the layer's output on a
-    probe batch to its output at the end; after training, the accuracy with
-    the layer reset to its initial weights. The sampled weights' values are
-    kept every `every` epochs (and at epoch 0), the per-layer measures every
-    `measures_every` epochs: both bound the file sizes.
+    Per epoch and weight matrix: norms, sparsity, movement and the change of
+    a fixed sample of weights; every `every` epochs the sampled weights'
+    values (and at epoch 0) and the linear CKA of the layer's output on a
+    probe batch to its output at the end (NaN between: the probe's forward
+    pass and Gram matrices cost as much as a short epoch's training); after
+    training, the accuracy with the layer reset to its initial weights. The
+    per-layer measures are kept every `measures_every` epochs. Both strides
+    bound the file sizes.
     """
 
     weights: int = 50  # sampled entries per matrix, the same for every run of a program
@@ -249,9 +251,11 @@ def tracked_indices(setup: Setup) -> list[np.ndarray]:
 def weight_measures(setup: Setup, initial: list, stacked: list, final_outputs: list,
                     outputs: list) -> tuple[dict, jax.Array]:
     """Per-layer measures per kept epoch, (epochs, layers) each, from the kernels
-    after every epoch and the probe outputs; and the sampled weights'
-    values, (records, layers, weights), at epochs 0, every, 2 * every, ..."""
+    after every epoch and the probe outputs at epochs every, 2 * every, ...;
+    and the sampled weights' values, (records, layers, weights), at epochs 0,
+    every, 2 * every, ..."""
     measures, sampled = {}, []
+    every = setup.tracking.every
     for w0, w, idx, out, out_final in zip(initial, stacked, tracked_indices(setup), outputs, final_outputs):
         path = jnp.concatenate([w0.reshape(1, -1), w.reshape(len(w), -1)])  # epoch 0, 1, ..., epochs
         flat, steps = path[1:], jnp.diff(path, axis=0)
@@ -266,10 +270,11 @@ def weight_measures(setup: Setup, initial: list, stacked: list, final_outputs: l
                "dist_final": jnp.linalg.norm(flat - path[-1], axis=1),
                "tracked_abs_change": jnp.mean(jnp.abs(tracked), axis=1),
                "tracked_l2_change": jnp.linalg.norm(tracked, axis=1),
-               "cka_final": jax.vmap(linear_cka, (0, None))(out, out_final)}
+               "cka_final": jnp.full(len(flat), jnp.nan).at[every - 1::every].set(
+                   jax.vmap(linear_cka, (0, None))(out, out_final))}
         for k, v in row.items():
             measures.setdefault(k, []).append(v)
-        sampled.append(path[::setup.tracking.every, idx])
+        sampled.append(path[::every, idx])
     kept = slice(setup.tracking.measures_every - 1, None, setup.tracking.measures_every)
     return {k: jnp.stack(v, axis=1)[kept] for k, v in measures.items()}, jnp.stack(sampled, axis=1)
 
@@ -335,7 +340,7 @@ def train_run(setup: Setup, values: dict[str, jax.Array]) -> dict[str, dict | ja
         metrics = {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
                    "test_acc": test_acc, "diverged": ~jnp.isfinite(train_loss)}
         if tracking:
-            metrics["kernels"], metrics["probe"] = kernels(params), probe_outputs(params)
+            metrics["params"] = params
         return (params, opt_state), metrics
 
     def block(carry, first):
@@ -353,8 +358,9 @@ def train_run(setup: Setup, values: dict[str, jax.Array]) -> dict[str, dict | ja
     if not tracking:
         return {"epochs": metrics}
 
-    layers, sampled = weight_measures(setup, kernels(params), metrics.pop("kernels"),
-                                      probe_outputs(final), metrics.pop("probe"))
+    history = metrics.pop("params")
+    probed = jax.vmap(probe_outputs)(jax.tree.map(lambda v: v[tracking.every - 1::tracking.every], history))
+    layers, sampled = weight_measures(setup, kernels(params), kernels(history), probe_outputs(final), probed)
 
     def reset(i):
         """Accuracy with layer i back at its initial weights (Zhang et al., 2019)."""

@@ -68,6 +68,7 @@ def test_recorded_measures_equal_a_plain_loop(regularizer):
         for name, want in expected.items():
             np.testing.assert_allclose(layers[name][0, :, layer], want, rtol=1e-4, atol=1e-6, err_msg=name)
     assert layers["cka_final"].shape == (1, 6, 3)
+    assert np.isnan(layers["cka_final"][0, ::TRACKING.every]).all()  # probed at epochs 2, 4, 6 only
     np.testing.assert_allclose(layers["cka_final"][0, -1], 1.0, rtol=1e-5)  # the end against itself
     assert layers["reset_acc"].shape == (1, 3)
 
