@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from experiments import initialization, layer_convergence, regularization
+from experiments import initialization, layer_convergence, regularization, transfer
 
-REGISTRY: dict[str, ModuleType] = {m.NAME: m for m in (initialization, layer_convergence, regularization)}
+REGISTRY: dict[str, ModuleType] = {m.NAME: m for m in (initialization, layer_convergence, regularization, transfer)}
 
 
 class UnknownExperiment(LookupError):

@@ -7,7 +7,8 @@ rate (measured here, one device at a time, times the device count); and the
 time of the same runs trained the way a typical JAX user writes it (a jitted
 step called from a Python loop, one run at a time), timed on a few runs and
 scaled to the grid. Then the cost of weight tracking (Q2, Q3): each
-experiment's programs trained with and without it.
+experiment's programs trained with and without it; and Q4's step time per
+freeze depth against XLA's FLOP count of the step.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from experiments import initialization, layer_convergence, regularization
+from experiments import initialization, layer_convergence, regularization, transfer
 from study import data as data_lib
 from study import runner, train
 
@@ -138,3 +139,35 @@ def tracking_overhead(seeds: int | None, epochs: int | None) -> None:
             plain_s += train.train_grid(dataclasses.replace(program.setup, tracking=None), values)[1].train_s
         print(f"{module.NAME:18s} weight tracking: train {tracked_s:.1f} s with, {plain_s:.1f} s without "
               f"(+{tracked_s / plain_s - 1:.0%})")
+
+
+def freeze_depth(batches=(64, 1024), steps: int = 500) -> None:
+    """Q4's training step with the top k layers trained, k = 1 .. all: time
+    per step (`steps` steps in one compiled loop, so no dispatch cost) and
+    XLA's FLOP count, each relative to training all layers."""
+    setup = next(p.setup for p in transfer.plan(quick=True) if p.label == "finetune_all")
+    values = {"init": 0, "activation": 0, "lr": 1e-3, "strength": 0.0}
+    graphdef, params = nnx.split(train.build_model(setup, values, jax.random.key(0)))
+    layers = len(setup.hidden) + 1
+
+    def loss(p, x, y):
+        return train.loss_fn(setup, nnx.merge(graphdef, p)(x), y)
+
+    for batch in batches:
+        x = jax.random.normal(jax.random.key(1), (batch, setup.task.dim))
+        y = jax.random.randint(jax.random.key(2), (batch,), 0, setup.n_out)
+        rows = {}
+        for k in range(1, layers + 1):
+            step, tx = train.frozen_step(setup, values, params, loss, k)
+            state = tx.init(params)
+            flops = jax.jit(step).lower(params, state, x, y).compile().cost_analysis()["flops"]
+            loop = jax.jit(lambda p, s: jax.lax.fori_loop(0, steps, lambda i, c: step(*c, x, y)[:2], (p, s)))
+            jax.block_until_ready(loop(params, state))
+            start = time.perf_counter()
+            jax.block_until_ready(loop(params, state))
+            rows[k] = ((time.perf_counter() - start) / steps, flops)
+        time_all, flops_all = rows[layers]
+        for k, (seconds, flops) in rows.items():
+            print(f"freeze depth: batch {batch:5d}, top {k} of {layers} layers trained: {seconds * 1e6:7.1f} us/step "
+                  f"({seconds / time_all:.2f} of training all), {flops / 1e6:6.2f} MFLOP "
+                  f"({flops / flops_all:.2f})")

@@ -51,7 +51,10 @@ def cmd_run(args) -> None:
     for module in modules:
         start = time.perf_counter()
         config = {"seeds": args.seeds or None, "epochs": args.epochs, "quick": args.quick}
-        programs = module.plan(seeds=args.seeds, epochs=args.epochs, quick=args.quick)
+        try:
+            programs = module.plan(seeds=args.seeds, epochs=args.epochs, quick=args.quick)
+        except ValueError as err:  # options the experiment's grid cannot take
+            raise UsageError(err) from None
         config["seeds"] = int(programs[0].runs["seed"].nunique())
         res = runner.run(module.NAME, programs, config, progress=log, batch_runs=args.batch_runs)
         path = results.path_for(args.out, module.NAME)
@@ -92,6 +95,7 @@ def cmd_bench(args) -> None:
     devices.configure()
     bench.main(seeds=args.seeds, epochs=args.epochs, naive_runs=args.naive_runs)
     bench.tracking_overhead(seeds=args.seeds, epochs=args.epochs)
+    bench.freeze_depth()
 
 
 def build_parser() -> Parser:
@@ -120,7 +124,8 @@ def build_parser() -> Parser:
     add("figures", cmd_figures, "draw figures/NAME-*.png|svg|csv from the results")
     add("report", cmd_report, "write paper/report.md and paper/report.html", experiment=False)
     add("all", cmd_all, "run, figures and report", experiment=False, training=True)
-    bench = sub.add_parser("bench", help="time the default initialization grid and the cost of weight tracking")
+    bench = sub.add_parser("bench", help="time the default initialization grid, the cost of weight tracking and "
+                                                "Q4's step per freeze depth")
     bench.add_argument("--seeds", type=positive, help="seeds per condition (default: the experiment's)")
     bench.add_argument("--epochs", type=positive, help="epochs per run (default: the experiment's)")
     bench.add_argument("--naive-runs", type=positive, default=8,

@@ -17,6 +17,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -108,6 +110,34 @@ def facets(summary: pd.DataFrame, col: str, plot: Callable, *, ylabel: str, widt
     axes[0][0].set_ylabel(ylabel)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def lines(data: pd.DataFrame, *, x: str, y: str, hue: str, ylim=None) -> matplotlib.figure.Figure:
+    """One marked line per level of `hue` (values without seeds to summarise)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    sns.lineplot(data, x=x, y=y, hue=hue, marker="o", ax=ax, palette=palette(list(dict.fromkeys(data[hue]))))
+    ax.set_ylim(ylim)
+    fig.tight_layout()
+    return fig
+
+
+def category_grid(categories: pd.DataFrame, notes: pd.DataFrame, *, xlabel: str, ylabel: str,
+                  width: float = 2.2, height: float = 1.0) -> matplotlib.figure.Figure:
+    """A heatmap of categories (e.g. the best strategy per cell), each cell
+    coloured by its category and annotated with its `notes` text."""
+    levels = sorted(set(categories.to_numpy().ravel()))
+    colors = palette(levels)
+    rows, cols = categories.shape
+    fig, ax = plt.subplots(figsize=(width * cols + 2.5, height * rows + 1.2))
+    sns.heatmap(categories.map(levels.index), annot=notes, fmt="", cbar=False, ax=ax, linewidths=1,
+                cmap=ListedColormap([colors[level] for level in levels]), vmin=-0.5, vmax=len(levels) - 0.5,
+                annot_kws={"fontsize": 8})
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    handles = [Patch(color=colors[level], label=level) for level in levels]
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
     return fig
 

@@ -3,7 +3,8 @@
 A results file holds one row per (run, epoch) and the experiment's metadata
 (config, package versions, git commit, devices, wall time) as JSON in the
 parquet schema metadata; finer tables (per layer, sampled weights) go to
-files beside it. Files are written to a temporary name and renamed,
+files beside it, and weights a program keeps (Q4's pretrained networks) to
+`NAME-params.npz`. Files are written to a temporary name and renamed,
 so an interrupted run leaves the previous file, never a corrupt one.
 """
 
@@ -15,6 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -50,15 +52,21 @@ def atomic_write(path: Path, write) -> None:
 class Results:
     """An experiment's results: `frame` has one row per (run, epoch);
     `tables` holds finer-grained frames by name (e.g. "layers", "weights"),
-    each written beside the main file as `NAME-<table>.parquet`."""
+    each written beside the main file as `NAME-<table>.parquet`; `params`
+    holds kept weights by name (leading axis: seed), in `NAME-params.npz`."""
 
     frame: pd.DataFrame
     metadata: dict
     tables: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)
+    params: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
-def table_path(path: Path, table: str) -> Path:
-    return Path(path).with_name(f"{Path(path).stem}-{table}.parquet")
+def table_path(path: Path, table: str, suffix: str = ".parquet") -> Path:
+    return Path(path).with_name(f"{Path(path).stem}-{table}{suffix}")
+
+
+def params_path(path: Path) -> Path:
+    return table_path(path, "params", ".npz")
 
 
 def write_frame(path: Path, frame: pd.DataFrame, metadata: dict) -> None:
@@ -81,14 +89,26 @@ def read_frame(path: Path) -> tuple[pd.DataFrame, dict]:
 
 
 def write(path: Path, results: Results) -> None:
-    """The tables first, the main file (which lists them) last."""
-    metadata = {**results.metadata, "tables": sorted(results.tables)}
+    """The tables and kept weights first, the main file (which lists them) last."""
+    metadata = {**results.metadata, "tables": sorted(results.tables), "params": sorted(results.params)}
     for name, frame in results.tables.items():
         write_frame(table_path(path, name), frame, metadata)
+    if results.params:
+        def save(tmp):
+            with open(tmp, "wb") as f:
+                np.savez(f, **results.params)
+
+        atomic_write(params_path(path), save)
     write_frame(path, results.frame, metadata)
 
 
 def read(path: Path) -> Results:
     frame, metadata = read_frame(path)
     tables = {name: read_frame(table_path(path, name))[0] for name in metadata.get("tables", [])}
-    return Results(frame, metadata, tables)
+    params = {}
+    if metadata.get("params"):
+        if not params_path(path).is_file():
+            raise ResultsError(f"no weights file {params_path(path)}; run `study run {path.stem}` again")
+        with np.load(params_path(path)) as kept:
+            params = {name: kept[name] for name in metadata["params"]}
+    return Results(frame, metadata, tables, params)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import jax
 import numpy as np
 import pandas as pd
 
@@ -26,9 +27,15 @@ from study import devices, results, train
 
 @dataclasses.dataclass(frozen=True)
 class Program:
+    """`table`: where its per-epoch rows go ("" the main file); `start_from`:
+    the label of an earlier program with `keep_params` whose final weights,
+    one network per seed 0, 1, ..., start this one's hidden layers."""
+
     label: str
     setup: train.Setup
     runs: pd.DataFrame
+    table: str = ""
+    start_from: str | None = None
 
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "pandas", "pyarrow", "scipy", "seaborn")
@@ -48,13 +55,13 @@ def tidy(runs: pd.DataFrame, axes: dict[str, np.ndarray], columns: dict[str, np.
     return frame
 
 
-def tables(setup: train.Setup, runs: pd.DataFrame, out: dict) -> dict[str, pd.DataFrame]:
+def tables(setup: train.Setup, runs: pd.DataFrame, out: dict, step_time_s: float) -> dict[str, pd.DataFrame]:
     """`train_grid`'s output as tidy frames: "" one row per (run, epoch);
     with tracking, "layers" per (run, layer, kept epoch) and "weights" per
     (run, layer, weight_index, epoch). Epochs count from 1; the sampled weights
     also at epoch 0, their initial values."""
     epochs = np.arange(1, setup.epochs + 1, dtype=np.int32)
-    frames = {"": tidy(runs, {"epoch": epochs}, out["epochs"])}
+    frames = {"": tidy(runs, {"epoch": epochs}, out["epochs"]).assign(step_time_s=step_time_s)}
     if "layers" in out:
         layers = np.arange(len(setup.hidden) + 1, dtype=np.int32)
         every = setup.tracking.measures_every
@@ -69,12 +76,12 @@ def tables(setup: train.Setup, runs: pd.DataFrame, out: dict) -> dict[str, pd.Da
 
 def run_values(setup: train.Setup, runs: pd.DataFrame) -> dict[str, np.ndarray]:
     """The traced per-run values of `train.RUN_VALUES` from a runs table
-    (`strength` is 0 where the table has none)."""
-    return {"seed": runs["seed"].to_numpy(), "data_seed": runs["data_seed"].to_numpy(),
-            "init": runs["init"].map(setup.schemes.index).to_numpy(),
-            "activation": runs["activation"].map(setup.activations.index).to_numpy(),
-            "lr": runs["lr"].to_numpy(),
-            "strength": runs["strength"].to_numpy() if "strength" in runs else np.zeros(len(runs))}
+    (those of `train.OPTIONAL` only where the table has them)."""
+    values = {"seed": runs["seed"].to_numpy(), "data_seed": runs["data_seed"].to_numpy(),
+              "init": runs["init"].map(setup.schemes.index).to_numpy(),
+              "activation": runs["activation"].map(setup.activations.index).to_numpy(),
+              "lr": runs["lr"].to_numpy()}
+    return values | {k: runs[k].to_numpy() for k in train.OPTIONAL if k in runs}
 
 
 def run(name: str, programs: list[Program], config: dict,
@@ -82,16 +89,25 @@ def run(name: str, programs: list[Program], config: dict,
         batch_runs: int = 1) -> results.Results:
     """Train every program and return its tidy frames and their metadata."""
     start = time.perf_counter()
-    parts, records = [], []
+    parts, records, kept = [], [], {}
     for i, program in enumerate(programs, 1):
         setup, runs = program.setup, program.runs.reset_index(drop=True)
         progress(f"[{name}] program {i}/{len(programs)} {program.label}: "
                  f"{len(runs)} runs x {setup.epochs} epochs, compiling and training ...")
-        out, timing = train.train_grid(setup, run_values(setup, runs), batch_runs=batch_runs)
+        pretrained = kept[program.start_from] if program.start_from else ()
+        out, timing = train.train_grid(setup, run_values(setup, runs), pretrained=pretrained,
+                                       batch_runs=batch_runs)
         progress(f"[{name}] program {i}/{len(programs)} {program.label}: compiled in "
                  f"{timing.compile_s:.1f} s, trained in {timing.train_s:.1f} s "
                  f"({len(runs) * setup.epochs / timing.train_s:,.0f} run-epochs/s)")
-        parts.append(tables(setup, runs, out))
+        if "params" in out:
+            if not np.array_equal(runs["seed"], np.arange(len(runs))):
+                raise ValueError(f"program {program.label!r} keeps weights: its runs must be seeds 0, 1, ...")
+            kept[program.label] = out.pop("params")
+        # Each device trains its share of the runs one after another (or batch_runs at a time).
+        steps = -(-len(runs) // (len(jax.devices()) * batch_runs)) * setup.epochs * setup.batches_per_epoch
+        frames = tables(setup, runs, out, timing.train_s / steps)
+        parts.append({program.table + ("-" if program.table and k else "") + k: f for k, f in frames.items()})
         records.append({"label": program.label, "setup": dataclasses.asdict(setup),
                         "runs": len(runs), "model": train.model_table(setup),
                         "compile_s": timing.compile_s, "train_s": timing.train_s})
@@ -101,7 +117,9 @@ def run(name: str, programs: list[Program], config: dict,
                 "versions": {p: importlib.metadata.version(p) for p in PACKAGES},
                 "git_commit": git_commit(), "devices": devices.describe(),
                 "wall_time_s": time.perf_counter() - start}
-    return results.Results(frames.pop(""), metadata, frames)
+    params = {f"{label}/layer{j // 2}_{('kernel', 'bias')[j % 2]}": w
+              for label, weights in kept.items() for j, w in enumerate(weights)}
+    return results.Results(frames.pop(""), metadata, frames, params)
 
 
 def git_commit() -> str:

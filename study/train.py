@@ -32,8 +32,10 @@ from study.models import MLP, layer_table, select_activation
 LOSSES = ("cross_entropy", "mse")
 OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
 # Per-run traced values and their dtypes; every grid supplies all of them.
+# `similarity` and `n_target` (examples per class trained on) shape a `Mixture` target task.
 RUN_VALUES = {"seed": np.int32, "data_seed": np.int32, "init": np.int32, "activation": np.int32,
-              "lr": np.float32, "strength": np.float32}
+              "lr": np.float32, "strength": np.float32, "similarity": np.float32, "n_target": np.int32}
+OPTIONAL = ("strength", "similarity", "n_target")
 # The regularizer is static (one program per kind); its strength is the
 # traced `strength`: the penalty's weight (l1, l2), the proximal L1 weight
 # (l1_prox), the hidden dropout rate (dropout) or the bound on each unit's
@@ -71,7 +73,7 @@ class Tracking:
 class Setup:
     """The static part of a training program."""
 
-    task: data_lib.TwoGaussians = data_lib.TwoGaussians()
+    task: data_lib.TwoGaussians | data_lib.Mixture = data_lib.TwoGaussians()
     hidden: tuple[int, ...] = (100, 100)
     activations: tuple[str, ...] = ("relu",)  # the choices of the traced `activation`
     n_out: int = 2
@@ -87,6 +89,15 @@ class Setup:
     penalty_mean: bool = False  # l1/l2 on each matrix's mean (the original code), not the sum over weights
     input_dropout: float = 0.2  # input rate when the regularizer is dropout
     tracking: Tracking | None = None
+    # Transfer: the hidden layers start from weights pretrained by an earlier
+    # program (a new head on top); only the top `trainable` layers train
+    # (None: all), after `head_first` epochs that train the head alone at
+    # `head_lr` (the staged recipe); the final weights come back with `keep_params`.
+    pretrained: bool = False
+    trainable: int | None = None
+    head_first: int = 0
+    head_lr: float = 1e-3
+    keep_params: bool = False
 
     def __post_init__(self):
         inits.check_schemes(self.schemes)
@@ -101,7 +112,17 @@ class Setup:
         if self.tracking and self.epochs % self.tracking.measures_every:
             raise ValueError(f"epochs ({self.epochs}) must be a multiple of measures_every "
                              f"({self.tracking.measures_every})")
-        if self.batches_per_epoch * (self.batch_size or self.task.n_train) > self.task.n_train:
+        layers = len(self.hidden) + 1
+        if self.trainable is not None and not 1 <= self.trainable <= layers:
+            raise ValueError(f"trainable must be 1..{layers} top layers, got {self.trainable}")
+        if not 0 <= self.head_first < self.epochs or self.head_first % self.eval_every:
+            raise ValueError(f"head_first ({self.head_first}) must be a multiple of {self.eval_every} "
+                             f"below the epochs ({self.epochs})")
+        if isinstance(self.task, data_lib.Mixture):
+            if not (self.steps_per_epoch and self.batch_size):
+                raise ValueError("a Mixture task trains a fixed number of minibatches per epoch: "
+                                 "set batch_size and steps_per_epoch")
+        elif self.batches_per_epoch * (self.batch_size or self.task.n_train) > self.task.n_train:
             raise ValueError(f"{self.batches_per_epoch} minibatches of {self.batch_size} exceed "
                              f"the {self.task.n_train} training points")
 
@@ -279,20 +300,74 @@ def weight_measures(setup: Setup, initial: list, stacked: list, final_outputs: l
     return {k: jnp.stack(v, axis=1)[kept] for k, v in measures.items()}, jnp.stack(sampled, axis=1)
 
 
-def train_run(setup: Setup, values: dict[str, jax.Array]) -> dict[str, dict | jax.Array]:
+def layer_labels(params, trainable: int | None):
+    """"trained" or "frozen" per parameter: the top `trainable` layers train (None: all)."""
+    first = 0 if trainable is None else len(params["layers"]) - trainable
+    return jax.tree_util.tree_map_with_path(lambda path, _: "trained" if path[1].key >= first else "frozen", params)
+
+
+def freeze(params, labels):
+    """Frozen parameters behind `stop_gradient`: the gradient is taken with
+    respect to the trained ones only, so XLA drops the frozen layers' weight
+    gradients and the whole backward pass below the lowest trained layer."""
+    return jax.tree.map(lambda p, label: jax.lax.stop_gradient(p) if label == "frozen" else p, params, labels)
+
+
+def partitioned(tx: optax.GradientTransformation, labels) -> optax.GradientTransformation:
+    """`tx` on the trained parameters only: `optax.partition` hands it just
+    those leaves, so frozen ones get no optimizer state and a zero update."""
+    return optax.partition({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def flat_params(params) -> tuple[jax.Array, ...]:
+    """(kernel, bias) of every layer, input layer first: how weights leave and enter a program."""
+    return tuple(layer[name][...] for layer in params["layers"].values() for name in ("kernel", "bias"))
+
+
+def load_body(params, pretrained: tuple[jax.Array, ...], index: jax.Array):
+    """The hidden layers' parameters replaced by row `index` of `pretrained`
+    (`flat_params` of the pretrained networks, stacked); the head is kept."""
+    head = len(params["layers"]) - 1
+
+    def load(path, p):
+        i = path[1].key
+        return p if i == head else pretrained[2 * i + (path[2].key == "bias")][index]
+
+    return jax.tree_util.tree_map_with_path(load, params)
+
+
+def frozen_step(setup: Setup, values: dict, params, loss, trainable: int | None):
+    """The step and optimizer that train only the top `trainable` layers
+    (None: all) of `params`; `loss(params, *batch)`."""
+    tx = optimizer(setup, values, params)
+    if trainable is None:
+        return make_step(loss, tx), tx
+    labels = layer_labels(params, trainable)
+    tx = partitioned(tx, labels)
+    return make_step(lambda p, *batch: loss(freeze(p, labels), *batch), tx), tx
+
+
+def train_run(setup: Setup, values: dict[str, jax.Array],
+              pretrained: tuple[jax.Array, ...] = ()) -> dict[str, dict | jax.Array]:
     """Train one run; `values` holds its traced scalars (see `RUN_VALUES`).
 
     Returns `{"epochs": ...}`: per-epoch metrics of shape (epochs,)
     (`eval_acc` is NaN off the stride) and per-run scalars of shape (); with
     tracking also `"layers"`, per-layer measures (epochs, layers) or
-    (layers,), and `"weights"`, the sampled weights (records, layers, weights).
+    (layers,), and `"weights"`, the sampled weights (records, layers, weights);
+    with `keep_params` also `"params"`, the final `flat_params`. With
+    `setup.pretrained` the hidden layers start from `pretrained`'s row
+    `values["seed"]`.
     """
     seed_key = jax.random.key(values["seed"])
-    data = data_lib.sample(setup.task, jax.random.fold_in(jax.random.key(values["data_seed"]), DATA_STREAM))
+    data = data_lib.sample(setup.task, jax.random.fold_in(jax.random.key(values["data_seed"]), DATA_STREAM),
+                           values["similarity"])
     model = build_model(setup, values, jax.random.fold_in(seed_key, INIT_STREAM))
     graphdef, params = nnx.split(model)
-    tx = optimizer(setup, values, params)
+    if setup.pretrained:
+        params = load_body(params, pretrained, values["seed"])
     tracking = setup.tracking
+    subset = isinstance(setup.task, data_lib.Mixture)  # trains on a traced prefix of its training points
 
     def logits_of(params, x, drop=None):
         return nnx.merge(graphdef, params)(x, drop)
@@ -308,7 +383,6 @@ def train_run(setup: Setup, values: dict[str, jax.Array]) -> dict[str, dict | ja
     def probe_outputs(params):
         return nnx.merge(graphdef, params).outputs(data["x_eval"][:tracking.probe])
 
-    step = make_step(loss, tx)
     shuffle_key = jax.random.fold_in(seed_key, SHUFFLE_STREAM)
     dropout_key = jax.random.fold_in(seed_key, DROPOUT_STREAM)
 
@@ -323,40 +397,68 @@ def train_run(setup: Setup, values: dict[str, jax.Array]) -> dict[str, dict | ja
     n_batches = setup.batches_per_epoch
     batch = setup.batch_size or setup.task.n_train
 
-    def epoch(carry, index):
-        params, opt_state = carry
-        order = jax.random.permutation(jax.random.fold_in(shuffle_key, index), setup.task.n_train)
-        order = order[: n_batches * batch].reshape(n_batches, batch)
-        keys = jax.random.split(jax.random.fold_in(dropout_key, index), n_batches)
+    def minibatches(index):
+        """Indices of this epoch's minibatches, (n_batches, batch): a fresh
+        permutation, cycled through a `Mixture`'s traced prefix."""
+        key = jax.random.fold_in(shuffle_key, index)
+        if not subset:
+            order = jax.random.permutation(key, setup.task.n_train)
+            return order[: n_batches * batch].reshape(n_batches, batch)
+        total = len(data["y_train"])
+        available = values["n_target"] * setup.task.classes
+        order = jnp.argsort(jnp.where(jnp.arange(total) < available, jax.random.uniform(key, (total,)), 2.0))
+        return order[jnp.arange(n_batches * batch) % available].reshape(n_batches, batch)
 
-        def minibatch(carry, inputs):
-            idx, key = inputs
-            params, opt_state, _ = step(*carry, data["x_train"][idx], data["y_train"][idx], key)
-            return (params, opt_state), None
+    def run_phase(params, first: int, epochs: int, trainable: int | None, lr):
+        """`epochs` epochs from epoch `first`, training the top `trainable`
+        layers at `lr`: per-epoch metrics and the strided ones per block."""
+        step, tx = frozen_step(setup, {**values, "lr": lr}, params, loss, trainable)
 
-        (params, opt_state), _ = jax.lax.scan(minibatch, (params, opt_state), (order, keys))
-        train_loss, train_acc = scores(params, data["x_train"], data["y_train"])
-        test_loss, test_acc = scores(params, data["x_test"], data["y_test"])
-        metrics = {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
-                   "test_acc": test_acc, "diverged": ~jnp.isfinite(train_loss)}
-        if tracking:
-            metrics["params"] = params
-        return (params, opt_state), metrics
+        def epoch(carry, index):
+            keys = jax.random.split(jax.random.fold_in(dropout_key, index), n_batches)
 
-    def block(carry, first):
-        """`eval_every` epochs, then the costly metrics once."""
-        carry, metrics = jax.lax.scan(epoch, carry, first + jnp.arange(setup.eval_every))
-        return carry, (metrics, strided_metrics(carry[0]))
+            def minibatch(carry, inputs):
+                idx, key = inputs
+                params, opt_state, value = step(*carry, data["x_train"][idx], data["y_train"][idx], key)
+                return (params, opt_state), value
 
-    carry = (params, tx.init(params))
-    starts = jnp.arange(0, setup.epochs, setup.eval_every)
-    (final, _), (metrics, strided) = jax.lax.scan(block, carry, starts)
+            (params, opt_state), batch_losses = jax.lax.scan(minibatch, carry, (minibatches(index), keys))
+            if subset:  # the mean minibatch loss of the epoch, as Keras reports it
+                metrics = {"train_loss": jnp.mean(batch_losses)}
+            else:
+                metrics = dict(zip(["train_loss", "train_acc"], scores(params, data["x_train"], data["y_train"])))
+            metrics.update(zip(["test_loss", "test_acc"], scores(params, data["x_test"], data["y_test"])))
+            metrics["diverged"] = ~jnp.isfinite(metrics["train_loss"])
+            if tracking:
+                metrics["params"] = params
+            return (params, opt_state), metrics
+
+        def block(carry, start):
+            """`eval_every` epochs, then the costly metrics once."""
+            carry, metrics = jax.lax.scan(epoch, carry, start + jnp.arange(setup.eval_every))
+            return carry, (metrics, strided_metrics(carry[0]))
+
+        starts = jnp.arange(first, first + epochs, setup.eval_every)
+        (params, _), out = jax.lax.scan(block, (params, tx.init(params)), starts)
+        return params, out
+
+    phases = [(setup.head_first, 1, setup.head_lr), (setup.epochs - setup.head_first, setup.trainable, values["lr"])]
+    final, outs, first = params, [], 0
+    for epochs, trainable, lr in phases:
+        if epochs:
+            final, out = run_phase(final, first, epochs, trainable, lr)
+            outs.append(out)
+            first += epochs
+    metrics, strided = jax.tree.map(lambda *parts: jnp.concatenate(parts), *outs)
     metrics = jax.tree.map(lambda v: v.reshape(setup.epochs, *v.shape[2:]), metrics)
     for k, v in strided.items():  # NaN between the scored epochs
         metrics[k] = jnp.full(setup.epochs, jnp.nan).at[setup.eval_every - 1::setup.eval_every].set(v)
     metrics["bayes_acc"] = data["bayes_acc"]
+    out = {"epochs": metrics}
+    if setup.keep_params:
+        out["params"] = flat_params(final)
     if not tracking:
-        return {"epochs": metrics}
+        return out
 
     history = metrics.pop("params")
     probed = jax.vmap(probe_outputs)(jax.tree.map(lambda v: v[tracking.every - 1::tracking.every], history))
@@ -369,7 +471,7 @@ def train_run(setup: Setup, values: dict[str, jax.Array]) -> dict[str, dict | ja
         return scores(mixed, data["x_eval"], data["y_eval"])[1]
 
     layers["reset_acc"] = jnp.stack([reset(i) for i in range(len(setup.hidden) + 1)])
-    return {"epochs": metrics, "layers": layers, "weights": sampled}
+    return {**out, "layers": layers, "weights": sampled}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,37 +481,51 @@ class Timing:
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled(setup: Setup, devices: tuple, n_runs: int, batch_runs: int):
+def _compiled(setup: Setup, devices: tuple, n_runs: int, batch_runs: int, pretrained: tuple):
+    """The program for `n_runs` runs; `pretrained` holds the shapes of the
+    pretrained arrays, which every device receives whole."""
     mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
-    per_device = functools.partial(jax.lax.map, functools.partial(train_run, setup),
-                                   batch_size=batch_runs if batch_runs > 1 else None)
-    program = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=P("runs"), out_specs=P("runs"),
+
+    def per_device(values, weights):
+        return jax.lax.map(lambda v: train_run(setup, v, weights), values,
+                           batch_size=batch_runs if batch_runs > 1 else None)
+
+    program = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P("runs"), P()), out_specs=P("runs"),
                                       check_vma=False))
-    sharding = jax.sharding.NamedSharding(mesh, P("runs"))
+    sharding, replicated = (jax.sharding.NamedSharding(mesh, spec) for spec in (P("runs"), P()))
     shapes = {k: jax.ShapeDtypeStruct((n_runs,), dt, sharding=sharding) for k, dt in RUN_VALUES.items()}
-    return program.lower(shapes).compile(), sharding
+    weights = tuple(jax.ShapeDtypeStruct(shape, np.float32, sharding=replicated) for shape in pretrained)
+    return program.lower(shapes, weights).compile(), sharding, replicated
 
 
-def train_grid(setup: Setup, values: dict[str, Sequence], *, devices: Sequence | None = None,
-               batch_runs: int = 1) -> tuple[dict, Timing]:
+def train_grid(setup: Setup, values: dict[str, Sequence], *, pretrained: Sequence[np.ndarray] = (),
+               devices: Sequence | None = None, batch_runs: int = 1) -> tuple[dict, Timing]:
     """Train every run of a grid in one compiled program.
 
-    `values` maps each key of `RUN_VALUES` to a sequence of length `runs`.
-    Returns `train_run`'s output with a leading `runs` axis on every array,
-    and the compile and training times. Runs are padded to a multiple of the
-    device count (copies of the last run) and the padding dropped.
+    `values` maps each key of `RUN_VALUES` (those in `OPTIONAL` default to
+    0) to a sequence of length `runs`;
+    `pretrained`, for a `setup.pretrained` grid, is `flat_params` of the
+    pretrained networks stacked by seed. Returns `train_run`'s output with a
+    leading `runs` axis on every array, and the compile and training times.
+    Runs are padded to a multiple of the device count (copies of the last
+    run) and the padding dropped.
     """
     devices = tuple(devices or jax.devices())
     n_runs = len(values["seed"])
     shard = len(devices) * batch_runs
     padded = -(-n_runs // shard) * shard
     start = time.perf_counter()
-    program, sharding = _compiled(setup, devices, padded, batch_runs)
+    if setup.pretrained != bool(pretrained):
+        raise ValueError("pass pretrained weights exactly when setup.pretrained is set")
+    program, sharding, replicated = _compiled(setup, devices, padded, batch_runs,
+                                              tuple(np.shape(w) for w in pretrained))
     compiled = time.perf_counter()
-    args = {k: np.asarray(values[k], dtype=dt) for k, dt in RUN_VALUES.items()}
+    args = {k: np.asarray(values[k] if k in values or k not in OPTIONAL else np.zeros(n_runs), dtype=dt)
+            for k, dt in RUN_VALUES.items()}
     args = {k: jax.device_put(np.pad(v, (0, padded - n_runs), mode="edge"), sharding)
             for k, v in args.items()}
-    out = jax.block_until_ready(program(args))
+    weights = tuple(jax.device_put(np.asarray(w, np.float32), replicated) for w in pretrained)
+    out = jax.block_until_ready(program(args, weights))
     trained = time.perf_counter()
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils

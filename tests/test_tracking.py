@@ -19,7 +19,7 @@ SHARED = dict(task=TASK, hidden=(6, 5), optimizer="sgd", epochs=6, evals=1, trac
 
 def grid(setup, runs):
     """Train `runs` (a list of value dicts) of `setup` in one program."""
-    values = {k: [run[k] for run in runs] for k in train.RUN_VALUES}
+    values = {k: [run[k] for run in runs] for k in runs[0]}
     return train.train_grid(setup, values)[0]
 
 
