@@ -91,12 +91,14 @@ class Setup:
     tracking: Tracking | None = None
     # Transfer: the hidden layers start from weights pretrained by an earlier
     # program (a new head on top); only the top `trainable` layers train
-    # (None: all), after `head_first` epochs that train the head alone at
-    # `head_lr` (the staged recipe); the final weights come back with `keep_params`.
+    # (None: all). A new head trains at `head_lr` (None: the run's lr) while
+    # the other layers take the run's lr; with `head_first` it first trains
+    # alone for that many epochs, then everything at the run's lr (the staged
+    # recipe). The final weights come back with `keep_params`.
     pretrained: bool = False
     trainable: int | None = None
+    head_lr: float | None = None
     head_first: int = 0
-    head_lr: float = 1e-3
     keep_params: bool = False
 
     def __post_init__(self):
@@ -118,6 +120,8 @@ class Setup:
         if not 0 <= self.head_first < self.epochs or self.head_first % self.eval_every:
             raise ValueError(f"head_first ({self.head_first}) must be a multiple of {self.eval_every} "
                              f"below the epochs ({self.epochs})")
+        if self.head_first and self.head_lr is None:
+            raise ValueError("head_first needs the head's own head_lr")
         if isinstance(self.task, data_lib.Mixture):
             if not (self.steps_per_epoch and self.batch_size):
                 raise ValueError("a Mixture task trains a fixed number of minibatches per epoch: "
@@ -300,10 +304,17 @@ def weight_measures(setup: Setup, initial: list, stacked: list, final_outputs: l
     return {k: jnp.stack(v, axis=1)[kept] for k, v in measures.items()}, jnp.stack(sampled, axis=1)
 
 
-def layer_labels(params, trainable: int | None):
-    """"trained" or "frozen" per parameter: the top `trainable` layers train (None: all)."""
-    first = 0 if trainable is None else len(params["layers"]) - trainable
-    return jax.tree_util.tree_map_with_path(lambda path, _: "trained" if path[1].key >= first else "frozen", params)
+def layer_labels(params, trainable: int | None, head: bool = False):
+    """"trained" or "frozen" per parameter: the top `trainable` layers train
+    (None: all); with `head`, the output layer is labelled "head"."""
+    layers = len(params["layers"])
+    first = 0 if trainable is None else layers - trainable
+
+    def label(path, _):
+        i = path[1].key
+        return "head" if head and i == layers - 1 else "trained" if i >= first else "frozen"
+
+    return jax.tree_util.tree_map_with_path(label, params)
 
 
 def freeze(params, labels):
@@ -311,12 +322,6 @@ def freeze(params, labels):
     respect to the trained ones only, so XLA drops the frozen layers' weight
     gradients and the whole backward pass below the lowest trained layer."""
     return jax.tree.map(lambda p, label: jax.lax.stop_gradient(p) if label == "frozen" else p, params, labels)
-
-
-def partitioned(tx: optax.GradientTransformation, labels) -> optax.GradientTransformation:
-    """`tx` on the trained parameters only: `optax.partition` hands it just
-    those leaves, so frozen ones get no optimizer state and a zero update."""
-    return optax.partition({"trained": tx, "frozen": optax.set_to_zero()}, labels)
 
 
 def flat_params(params) -> tuple[jax.Array, ...]:
@@ -336,15 +341,23 @@ def load_body(params, pretrained: tuple[jax.Array, ...], index: jax.Array):
     return jax.tree_util.tree_map_with_path(load, params)
 
 
-def frozen_step(setup: Setup, values: dict, params, loss, trainable: int | None):
+def frozen_step(setup: Setup, values: dict, params, loss, trainable: int | None, head_lr=None):
     """The step and optimizer that train only the top `trainable` layers
-    (None: all) of `params`; `loss(params, *batch)`."""
+    (None: all) of `params`, the output layer at `head_lr` if given;
+    `loss(params, *batch)`. `optax.partition` hands each optimizer only its
+    own leaves, so frozen ones get no optimizer state and a zero update."""
     tx = optimizer(setup, values, params)
-    if trainable is None:
+    if trainable is None and head_lr is None:
         return make_step(loss, tx), tx
-    labels = layer_labels(params, trainable)
-    tx = partitioned(tx, labels)
-    return make_step(lambda p, *batch: loss(freeze(p, labels), *batch), tx), tx
+    labels = layer_labels(params, trainable, head=head_lr is not None)
+    transforms = {"trained": tx, "frozen": optax.set_to_zero()}
+    if head_lr is not None:
+        transforms["head"] = optimizer(setup, {**values, "lr": head_lr}, params)
+    tx = optax.partition(transforms, labels)
+    if trainable is not None:
+        unfrozen = loss
+        loss = lambda p, *batch: unfrozen(freeze(p, labels), *batch)  # noqa: E731
+    return make_step(loss, tx), tx
 
 
 def train_run(setup: Setup, values: dict[str, jax.Array],
@@ -409,10 +422,11 @@ def train_run(setup: Setup, values: dict[str, jax.Array],
         order = jnp.argsort(jnp.where(jnp.arange(total) < available, jax.random.uniform(key, (total,)), 2.0))
         return order[jnp.arange(n_batches * batch) % available].reshape(n_batches, batch)
 
-    def run_phase(params, first: int, epochs: int, trainable: int | None, lr):
+    def run_phase(params, first: int, epochs: int, trainable: int | None, lr, head_lr):
         """`epochs` epochs from epoch `first`, training the top `trainable`
-        layers at `lr`: per-epoch metrics and the strided ones per block."""
-        step, tx = frozen_step(setup, {**values, "lr": lr}, params, loss, trainable)
+        layers at `lr` (the head at `head_lr`): per-epoch metrics and the
+        strided ones per block."""
+        step, tx = frozen_step(setup, {**values, "lr": lr}, params, loss, trainable, head_lr)
 
         def epoch(carry, index):
             keys = jax.random.split(jax.random.fold_in(dropout_key, index), n_batches)
@@ -442,11 +456,13 @@ def train_run(setup: Setup, values: dict[str, jax.Array],
         (params, _), out = jax.lax.scan(block, (params, tx.init(params)), starts)
         return params, out
 
-    phases = [(setup.head_first, 1, setup.head_lr), (setup.epochs - setup.head_first, setup.trainable, values["lr"])]
+    phases = [(setup.head_first, 1, setup.head_lr, None),
+              (setup.epochs - setup.head_first, setup.trainable, values["lr"],
+               None if setup.head_first else setup.head_lr)]
     final, outs, first = params, [], 0
-    for epochs, trainable, lr in phases:
+    for epochs, trainable, lr, head_lr in phases:
         if epochs:
-            final, out = run_phase(final, first, epochs, trainable, lr)
+            final, out = run_phase(final, first, epochs, trainable, lr, head_lr)
             outs.append(out)
             first += epochs
     metrics, strided = jax.tree.map(lambda *parts: jnp.concatenate(parts), *outs)

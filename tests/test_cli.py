@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,7 +23,8 @@ def test_list_names_each_experiment(capsys):
     assert capsys.readouterr().out.splitlines() == [
         "initialization\tHow does initialization affect training?",
         "layer_convergence\tDo different layers converge at different speeds?",
-        "regularization\tHow does regularization affect the weights?"]
+        "regularization\tHow does regularization affect the weights?",
+        "transfer\tWhen should one freeze, fine-tune or train from scratch?"]
 
 
 def test_quick_run_writes_tidy_results_with_provenance(quick):
@@ -63,6 +65,30 @@ def test_quick_run_writes_layer_and_weight_tables(quick, name, conditions, layer
     assert weights.groupby([*conditions, "seed"]).ngroups == runs
 
 
+def test_quick_transfer_run_keeps_every_strategy_and_the_pretrained_weights(quick):
+    res = results.read(quick / "results" / "transfer.parquet")
+    frame = res.frame
+    assert list(frame.columns[:6]) == ["n_target", "similarity", "strategy", "trainable_layers", "lr", "seed"]
+    for column in ["epoch", "train_loss", "test_acc", "eval_acc", "step_time_s"]:
+        assert column in frame
+    assert set(frame["strategy"]) == {"scratch", "feature_extraction", "feature_extraction_early", "finetune_top",
+                                      "finetune_all", "staged", "reinit", "wide_head"}
+    cells = frame.groupby("strategy")[["n_target", "similarity"]].nunique()
+    assert (cells >= 2).all().all()  # at least 2 x 2 cells for every strategy
+    assert sorted(frame.loc[frame["strategy"] == "finetune_top", "trainable_layers"].unique()) == [2, 3, 4]
+    source = res.tables["source"]
+    assert set(source["model"]) == {"mlp", "linear"} and source["eval_acc"].notna().any()
+    kernel = res.params["source mlp/layer0_kernel"]
+    assert kernel.shape == (source["seed"].nunique(), 12, 64) and np.isfinite(kernel).all()
+    assert "source mlp/layer4_kernel" in res.params and not any(k.startswith("source linear") for k in res.params)
+
+
+def test_odd_epochs_for_transfer_are_one_line_errors(tmp_path, capsys):
+    assert cli.main(["run", "transfer", "--epochs", "3", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs an even number of epochs" in err and not os.listdir(tmp_path)
+
+
 def test_quick_run_writes_figures_and_report(quick):
     for name in ["curves", "loss", "final", "faithful", "units"]:
         for suffix in ["png", "svg", "csv"]:
@@ -71,19 +97,21 @@ def test_quick_run_writes_figures_and_report(quick):
     assert "## Q1. How does initialization affect training?" in md
     assert "## Q2. Do different layers converge at different speeds?" in md
     assert "## Q3. How does regularization affect the weights?" in md
-    assert md.count("**Claim ") == 5 + 5 + 9 and "Verdict rule" in md and "| hidden 2 | 100 x 100 |" in md
+    assert "## Q4. When should one freeze, fine-tune or train from scratch?" in md
+    assert md.count("**Claim ") == 5 + 5 + 9 + 15 and "Verdict rule" in md and "| hidden 2 | 100 x 100 |" in md
     html = (quick / "paper" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == len(list((quick / "figures").glob("*.png"))) == 5 + 5 + 5
+    assert html.count("data:image/png;base64,") == len(list((quick / "figures").glob("*.png"))) == 5 + 5 + 5 + 5
 
 
 def test_same_command_twice_gives_identical_data(quick, tmp_path):
     assert cli.main(["run", "initialization", "--quick", "--out", str(tmp_path)]) == 0
-    first = pd.read_parquet(quick / "results" / "initialization.parquet")
-    pd.testing.assert_frame_equal(first, pd.read_parquet(tmp_path / "results" / "initialization.parquet"))
+    first, again = (pd.read_parquet(out / "results" / "initialization.parquet").drop(columns="step_time_s")
+                    for out in (quick, tmp_path))  # everything but the timing
+    pd.testing.assert_frame_equal(first, again)
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["run", "nope"], "unknown experiment 'nope'; choose from initialization, layer_convergence, regularization or all"),
+    (["run", "nope"], "unknown experiment 'nope'; choose from initialization, layer_convergence, regularization, transfer or all"),
     (["run", "all", "--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
     (["run", "all", "--epochs", "-3"], "argument --epochs: must be at least 1, got -3"),
     (["run", "all", "--epochs", "x"], "argument --epochs: expected a whole number >= 1, got 'x'"),

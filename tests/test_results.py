@@ -22,7 +22,7 @@ def test_round_trip_keeps_frame_and_metadata(tmp_path):
     back = results.read(path)
     pd.testing.assert_frame_equal(back.frame, FRAME)
     pd.testing.assert_frame_equal(back.tables["layers"], layers)
-    assert back.metadata == {**META, "tables": ["layers"]}
+    assert back.metadata == {**META, "tables": ["layers"], "params": []}
     assert sorted(os.listdir(path.parent)) == ["x-layers.parquet", "x.parquet"]
 
 

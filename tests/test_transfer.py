@@ -1,0 +1,133 @@
+"""Q4's engine parts: the mixture tasks and their similarity knob, frozen
+layers (bit-identical, no optimizer state, no backward pass), the staged
+recipe's phases and pretrained bodies entering the compiled grid."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from study import train
+from study.data import Mixture, mixture_centres, sample
+
+SOURCE = Mixture(classes=4, clusters=3, n_train=20, n_test=10, n_eval=50)
+TARGET = Mixture(classes=3, clusters=4, target=True, n_train=20, n_test=10, n_eval=50)
+HIDDEN = (6, 5)
+VALUES = {"init": 0, "activation": 0, "lr": 0.1, "strength": 0.0}
+
+
+def test_mixture_labels_cycle_so_every_prefix_is_balanced():
+    data = sample(TARGET, jax.random.key(0), 0.5)
+    y = np.asarray(data["y_train"])
+    assert data["x_train"].shape == (20 * 3, 12) and data["x_eval"].shape == (50 * 3, 12)
+    for n in (1, 4, 20):
+        assert np.bincount(y[: n * 3], minlength=3).tolist() == [n] * 3
+    assert 0.0 < float(data["bayes_acc"]) <= 1.0
+
+
+def test_similarity_one_regroups_the_source_clusters():
+    key = jax.random.key(3)
+    source = np.asarray(mixture_centres(SOURCE, key, 1.0)).reshape(-1, 12)
+    target = np.asarray(mixture_centres(TARGET, key, 1.0)).reshape(-1, 12)
+    np.testing.assert_allclose(np.sort(target, axis=0), np.sort(source, axis=0), atol=1e-5)
+    grouped = {tuple(np.round(c, 4)) for c in np.asarray(mixture_centres(SOURCE, key, 1.0))[0]}
+    assert not any(grouped == {tuple(np.round(c, 4)) for c in group}
+                   for group in np.asarray(mixture_centres(TARGET, key, 1.0)))  # classes are new unions
+
+
+def best_cosine(a, b) -> float:
+    """Mean over geometries and over a's centres of the largest |cosine| to any of b's."""
+    cos = jnp.einsum("gsd,gtd->gst", a, b) / (
+        jnp.linalg.norm(a, axis=-1)[..., None] * jnp.linalg.norm(b, axis=-1)[:, None])
+    return float(jnp.mean(jnp.max(jnp.abs(cos), axis=-1)))
+
+
+def test_similarity_zero_is_unrelated_to_the_source_geometry():
+    """Over 400 geometries: at s = 0 a target's centres are no closer to its
+    own source's than to another geometry's source; closeness grows with s
+    up to the same points at s = 1."""
+    keys = jax.random.split(jax.random.key(0), 400)
+
+    def centres(task, s):
+        return jax.vmap(lambda k: mixture_centres(task, k, s))(keys).reshape(400, -1, 12)
+
+    source = centres(SOURCE, 0.0)
+    same = {s: best_cosine(source, centres(TARGET, s)) for s in (0.0, 0.5, 1.0)}
+    unrelated = best_cosine(source, jnp.roll(centres(TARGET, 0.0), 1, axis=0))
+    assert abs(same[0.0] - unrelated) < 0.02
+    assert same[0.0] < same[0.5] < same[1.0]
+    np.testing.assert_allclose(same[1.0], 1.0, atol=1e-5)
+
+
+def small_setup(**kwargs):
+    return train.Setup(task=TARGET, hidden=HIDDEN, n_out=3, epochs=2, evals=2, batch_size=8, steps_per_epoch=3,
+                       **kwargs)
+
+
+def model_params(setup):
+    return nnx.split(train.build_model(setup, VALUES, jax.random.key(0)))
+
+
+def test_frozen_layers_have_no_optimizer_state_and_no_backward_pass():
+    setup = small_setup()
+    graphdef, params = model_params(setup)
+    x = jax.random.normal(jax.random.key(1), (8, 12))
+    y = jnp.arange(8) % 3
+
+    def loss(p, x, y):
+        return train.loss_fn(setup, nnx.merge(graphdef, p)(x), y)
+
+    flops = []
+    for k in (1, 2, 3):
+        step, tx = train.frozen_step(setup, VALUES, params, loss, k)
+        state = tx.init(params)
+        moments = [leaf.shape for leaf in jax.tree.leaves(state) if jnp.ndim(leaf) > 0]
+        trained = [leaf.shape for leaf in train.flat_params(params)[2 * (3 - k):]]
+        assert sorted(moments) == sorted(trained * 2)  # Adam's mu and nu, for the trained leaves only
+        new, _, _ = step(params, state, x, y)
+        for j, (before, after) in enumerate(zip(train.flat_params(params), train.flat_params(new))):
+            assert np.array_equal(before, after) == (j < 2 * (3 - k)), (k, j)
+        flops.append(jax.jit(step).lower(params, state, x, y).compile().cost_analysis()["flops"])
+    assert flops[0] < flops[1] < flops[2]  # every frozen layer takes work out of the step
+    step, tx = train.frozen_step(setup, {**VALUES, "lr": 0.0}, params, loss, 2, head_lr=0.1)
+    new = train.flat_params(step(params, tx.init(params), x, y)[0])
+    changed = [not np.array_equal(a, b) for a, b in zip(train.flat_params(params), new)]
+    assert changed == [False, False, False, False, True, True]  # only the head has a rate above 0
+
+
+@pytest.fixture(scope="module")
+def staged():
+    """Two runs of the staged recipe from random 'pretrained' bodies: the
+    head alone for an epoch, then the top 2 layers at the run's rate."""
+    setup = small_setup(pretrained=True, trainable=2, head_lr=0.1, head_first=1, keep_params=True)
+    rng = np.random.default_rng(0)
+    shapes = [(12, 6), (6,), (6, 5), (5,)]
+    pretrained = tuple(rng.normal(size=(2, *s)).astype(np.float32) for s in shapes)
+    values = {"seed": [0, 1], "data_seed": [0, 1], "init": [0, 0], "activation": [0, 0], "lr": [0.0, 0.1],
+              "n_target": [2, 20], "similarity": [1.0, 0.0]}
+    return pretrained, train.train_grid(setup, values, pretrained=pretrained)[0]
+
+
+def test_pretrained_bodies_enter_the_grid_and_frozen_layers_stay_bit_identical(staged):
+    pretrained, out = staged
+    for run in (0, 1):
+        np.testing.assert_array_equal(out["params"][0][run], pretrained[0][run])  # never trained
+        np.testing.assert_array_equal(out["params"][1][run], pretrained[1][run])
+    np.testing.assert_array_equal(out["params"][2][0], pretrained[2][0])  # rate 0 after the head-only phase
+    assert not np.allclose(out["params"][2][1], pretrained[2][1])  # trained in the second phase
+    assert np.isfinite(out["epochs"]["train_loss"]).all() and np.isfinite(out["epochs"]["eval_acc"][:, -1]).all()
+
+
+def test_setup_rejects_impossible_transfer_settings():
+    with pytest.raises(ValueError, match="trainable must be 1..3"):
+        small_setup(trainable=4)
+    with pytest.raises(ValueError, match="head_first"):
+        small_setup(head_first=2, head_lr=0.1)
+    with pytest.raises(ValueError, match="head_lr"):
+        small_setup(head_first=1)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        train.Setup(task=TARGET, hidden=HIDDEN)
+    with pytest.raises(ValueError, match="pass pretrained weights"):
+        train.train_grid(small_setup(pretrained=True), {"seed": [0], "data_seed": [0], "init": [0],
+                                                        "activation": [0], "lr": [0.1]})
