@@ -346,8 +346,9 @@ def scenario_notes(phase: pd.DataFrame, runs: pd.DataFrame) -> str:
         part = phase.set_index(["n_target", "similarity"]).loc[cells]
         counts = part["best"].value_counts()
         won = ", ".join(f"{arm} ({count} of {len(part)})" for arm, count in counts.items())
-        lines.append(f"- *{size} and {sim}* (sizes {sorted(set(c[0] for c in cells))}, similarities "
-                     f"{sorted(set(c[1] for c in cells))}): best {won}.")
+        sizes = ", ".join(str(n) for n in sorted({int(c[0]) for c in cells}))
+        sims = ", ".join(f"{s:g}" for s in sorted({float(c[1]) for c in cells}))
+        lines.append(f"- *{size} and {sim}* (sizes {sizes} per class, similarities {sims}): best {won}.")
     return "**The four scenarios on the phase diagram.**\n\n" + "\n".join(lines) + "\n"
 
 

@@ -38,6 +38,7 @@ class Program:
     start_from: str | None = None
 
 
+CODE = ("study", "experiments", "pyproject.toml")  # what a results file's git commit vouches for
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "pandas", "pyarrow", "scipy", "seaborn")
 
 
@@ -123,12 +124,13 @@ def run(name: str, programs: list[Program], config: dict,
 
 
 def git_commit() -> str:
-    """HEAD of the package's checkout, with `+dirty` for uncommitted changes."""
+    """HEAD of the package's checkout, with `+dirty` for uncommitted changes
+    to the code that computes results (not to results, figures or text)."""
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
