@@ -154,14 +154,17 @@ def freeze_depth(batches=(64, 1024), steps: int = 500) -> None:
         return train.loss_fn(setup, nnx.merge(graphdef, p)(x), y)
 
     for batch in batches:
-        x = jax.random.normal(jax.random.key(1), (batch, setup.task.dim))
-        y = jax.random.randint(jax.random.key(2), (batch,), 0, setup.n_out)
+        # Distinct batches per step: with one fixed batch XLA would hoist the
+        # frozen layers' forward pass out of the loop.
+        xs = jax.random.normal(jax.random.key(1), (16, batch, setup.task.dim))
+        ys = jax.random.randint(jax.random.key(2), (16, batch), 0, setup.n_out)
         rows = {}
         for k in range(1, layers + 1):
             step, tx = train.frozen_step(setup, values, params, loss, k)
             state = tx.init(params)
-            flops = jax.jit(step).lower(params, state, x, y).compile().cost_analysis()["flops"]
-            loop = jax.jit(lambda p, s: jax.lax.fori_loop(0, steps, lambda i, c: step(*c, x, y)[:2], (p, s)))
+            flops = jax.jit(step).lower(params, state, xs[0], ys[0]).compile().cost_analysis()["flops"]
+            loop = jax.jit(lambda p, s: jax.lax.fori_loop(
+                0, steps, lambda i, c: step(*c, xs[i % 16], ys[i % 16])[:2], (p, s)))
             jax.block_until_ready(loop(params, state))
             start = time.perf_counter()
             jax.block_until_ready(loop(params, state))
