@@ -358,6 +358,8 @@ def section(results: Results) -> report.Section:
     accuracy = {m: stats.points(stats.mean_ci(g["eval_acc"])).replace(" pt", "%") for m, g in source.groupby("model")}
     bayes = stats.points(stats.mean_ci(source.loc[source["model"] == "mlp", "bayes_acc"])).replace(" pt", "%")
     phase = phase_diagram(runs)
+    target = next(p["setup"] for p in results.metadata["programs"] if p["label"] == "scratch")
+    steps = target["epochs"] * target["steps_per_epoch"]
     intro = (
         "S-questions summarises the standard advice (feature extraction for small similar targets, fine-tuning "
         "for large similar ones, early-layer features for small dissimilar ones, training from scratch for large "
@@ -367,8 +369,8 @@ def section(results: Results) -> report.Section:
         f"{SOURCE_TASK.clusters} Gaussian clusters; it reaches {accuracy['mlp']} large-sample accuracy where a "
         f"linear classifier on the raw inputs reaches {accuracy['linear']} (Bayes limit about {bayes}). Targets "
         f"have {TARGET_TASK.classes} new classes made of the same pool of clusters at similarity 1 and of an "
-        "unrelated geometry at 0 (see `study.data.Mixture`); every strategy trains 400 minibatches of 64 on the "
-        f"same target data and seeds. {runs['seed'].nunique()} seeds, {len(runs):,} transfer runs, "
+        f"unrelated geometry at 0 (see `study.data.Mixture`); every strategy trains {steps} minibatches of "
+        f"{target['batch_size']} on the same target data and seeds. {runs['seed'].nunique()} seeds, {len(runs):,} transfer runs, "
         f"{results.metadata['wall_time_s']:.0f} s in all.\n")
     table = phase.assign(margin=[stats.points(stats.Interval(m, lo, hi, n)) for m, lo, hi, n in
                                  phase[["margin", "lo", "hi", "n"]].to_numpy()],
