@@ -54,12 +54,12 @@ class Tracking:
 
     Per epoch and weight matrix: norms, sparsity, movement and the change of
     a fixed sample of weights; every `every` epochs the sampled weights'
-    values (and at epoch 0) and the linear CKA of the layer's output on a
-    probe batch to its output at the end (NaN between: the probe's forward
-    pass and Gram matrices cost as much as a short epoch's training); after
-    training, the accuracy with the layer reset to its initial weights. The
-    per-layer measures are kept every `measures_every` epochs. Both strides
-    bound the file sizes.
+    values (and at epoch 0); every `probe_every` epochs (default: `every`)
+    the linear CKA of the layer's output on a probe batch to its output at
+    the end (NaN between: the probe's forward pass and Gram matrices cost as
+    much as a short epoch's training); after training, the accuracy with the
+    layer reset to its initial weights. The per-layer measures are kept
+    every `measures_every` epochs. The strides bound file sizes and time.
     """
 
     weights: int = 50  # sampled entries per matrix, the same for every run of a program
@@ -67,6 +67,11 @@ class Tracking:
     every: int = 1
     measures_every: int = 1  # must divide the epochs, so the last epoch is kept
     probe: int = 256  # the first points of the large sample
+    probe_every: int | None = None
+
+    @property
+    def cka_every(self) -> int:
+        return self.probe_every or self.every
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,11 +281,11 @@ def tracked_indices(setup: Setup) -> list[np.ndarray]:
 def weight_measures(setup: Setup, initial: list, stacked: list, final_outputs: list,
                     outputs: list) -> tuple[dict, jax.Array]:
     """Per-layer measures per kept epoch, (epochs, layers) each, from the kernels
-    after every epoch and the probe outputs at epochs every, 2 * every, ...;
+    after every epoch and the probe outputs every `cka_every` epochs;
     and the sampled weights' values, (records, layers, weights), at epochs 0,
     every, 2 * every, ..."""
     measures, sampled = {}, []
-    every = setup.tracking.every
+    every, probed = setup.tracking.every, setup.tracking.cka_every
     for w0, w, idx, out, out_final in zip(initial, stacked, tracked_indices(setup), outputs, final_outputs):
         path = jnp.concatenate([w0.reshape(1, -1), w.reshape(len(w), -1)])  # epoch 0, 1, ..., epochs
         flat, steps = path[1:], jnp.diff(path, axis=0)
@@ -295,7 +300,7 @@ def weight_measures(setup: Setup, initial: list, stacked: list, final_outputs: l
                "dist_final": jnp.linalg.norm(flat - path[-1], axis=1),
                "tracked_abs_change": jnp.mean(jnp.abs(tracked), axis=1),
                "tracked_l2_change": jnp.linalg.norm(tracked, axis=1),
-               "cka_final": jnp.full(len(flat), jnp.nan).at[every - 1::every].set(
+               "cka_final": jnp.full(len(flat), jnp.nan).at[probed - 1::probed].set(
                    jax.vmap(linear_cka, (0, None))(out, out_final))}
         for k, v in row.items():
             measures.setdefault(k, []).append(v)
@@ -477,7 +482,8 @@ def train_run(setup: Setup, values: dict[str, jax.Array],
         return out
 
     history = metrics.pop("params")
-    probed = jax.vmap(probe_outputs)(jax.tree.map(lambda v: v[tracking.every - 1::tracking.every], history))
+    stride = tracking.cka_every
+    probed = jax.vmap(probe_outputs)(jax.tree.map(lambda v: v[stride - 1::stride], history))
     layers, sampled = weight_measures(setup, kernels(params), kernels(history), probe_outputs(final), probed)
 
     def reset(i):
