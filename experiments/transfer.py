@@ -259,6 +259,11 @@ def step_flops(model: list[dict], trainable: int) -> float:
     return sum(sizes) + sum(trained) + sum(trained[1:])
 
 
+def transfer_model(results: Results) -> list[dict]:
+    """The layer table of the pretrained network fine-tuned (from the results' metadata)."""
+    return next(p["model"] for p in results.metadata["programs"] if p["label"] == "finetune_all")
+
+
 def depth_arms() -> dict[str, int]:
     """The freeze-depth sweep: arm -> trained top layers."""
     return {"feature_extraction": 1, **{f"finetune_top k={k}": k for k in range(2, LAYERS)}, NO_FREEZE: LAYERS}
@@ -323,7 +328,7 @@ def figures(results: Results) -> list[fig.Figure]:
                           "learning rate (Adam) of the pretrained layers, the new head at 1e-3, for three target "
                           "sizes; mean and 95% band over seeds.",
                           tuned, draw_lr))
-    model = next(p["model"] for p in results.metadata["programs"] if p["label"] == "finetune_all")
+    model = transfer_model(results)
     times = runs[runs["arm"].isin(depth_arms())].groupby("trainable_layers")["step_time_s"].first()
     timing = pd.DataFrame([{"trainable_layers": k, "quantity": quantity, "relative to training all": value}
                            for k in times.index
@@ -376,7 +381,7 @@ def section(results: Results) -> report.Section:
                                  phase[["margin", "lo", "hi", "n"]].to_numpy()],
                          accuracy=phase["accuracy"].map("{:.4f}".format))
     table = table[["n_target", "similarity", "best", "accuracy", "runner_up", "margin", "excludes_zero"]]
-    model = next(p["model"] for p in results.metadata["programs"] if p["label"] == "finetune_all")
+    model = transfer_model(results)
     frozen_k = int(FROZEN.rsplit("=", 1)[1])
     times = runs.groupby("arm")["step_time_s"].first()
     notes = scenario_notes(phase, runs) + (

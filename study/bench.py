@@ -65,17 +65,22 @@ def matmul_rate(rows: int, width: int, seconds: float = 0.5) -> float:
     return 2 * rows * width**2 * repeats / (time.perf_counter() - start)
 
 
-def python_loop_time(setup: train.Setup, runs: int) -> float:
-    """Seconds to train `runs` runs of `setup` with a jitted step called from
-    Python, one run at a time, metrics fetched every epoch."""
-    values = {"seed": 0, "data_seed": 0, "init": 0, "activation": 0, "lr": 0.003, "strength": 0.0}
-    model = train.build_model(setup, values, jax.random.key(0))
-    graphdef, _ = nnx.split(model)
-    tx = optax.adam(values["lr"])
+def model_and_loss(setup: train.Setup, values: dict):
+    """A model's parameters and `loss(params, x, y)`, for steps timed outside the grid."""
+    graphdef, params = nnx.split(train.build_model(setup, values, jax.random.key(0)))
 
     def loss(params, x, y):
         return train.loss_fn(setup, nnx.merge(graphdef, params)(x), y)
 
+    return params, loss
+
+
+def python_loop_time(setup: train.Setup, runs: int) -> float:
+    """Seconds to train `runs` runs of `setup` with a jitted step called from
+    Python, one run at a time, metrics fetched every epoch."""
+    values = {"seed": 0, "data_seed": 0, "init": 0, "activation": 0, "lr": 0.003, "strength": 0.0}
+    _, loss = model_and_loss(setup, values)
+    tx = optax.adam(values["lr"])
     step = jax.jit(train.make_step(loss, tx))
     score = jax.jit(loss)
     sample = jax.jit(functools.partial(data_lib.sample, setup.task))
@@ -147,11 +152,8 @@ def freeze_depth(batches=(64, 1024), steps: int = 500) -> None:
     XLA's FLOP count, each relative to training all layers."""
     setup = next(p.setup for p in transfer.plan(quick=True) if p.label == "finetune_all")
     values = {"init": 0, "activation": 0, "lr": 1e-3, "strength": 0.0}
-    graphdef, params = nnx.split(train.build_model(setup, values, jax.random.key(0)))
+    params, loss = model_and_loss(setup, values)
     layers = len(setup.hidden) + 1
-
-    def loss(p, x, y):
-        return train.loss_fn(setup, nnx.merge(graphdef, p)(x), y)
 
     for batch in batches:
         # Distinct batches per step: with one fixed batch XLA would hoist the

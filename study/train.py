@@ -31,8 +31,9 @@ from study.models import MLP, layer_table, select_activation
 
 LOSSES = ("cross_entropy", "mse")
 OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
-# Per-run traced values and their dtypes; every grid supplies all of them.
-# `similarity` and `n_target` (examples per class trained on) shape a `Mixture` target task.
+# Per-run traced values and their dtypes; a grid supplies all but those in
+# `OPTIONAL` (0 when missing). `similarity` and `n_target` (examples per class
+# trained on) shape a `Mixture` target task.
 RUN_VALUES = {"seed": np.int32, "data_seed": np.int32, "init": np.int32, "activation": np.int32,
               "lr": np.float32, "strength": np.float32, "similarity": np.float32, "n_target": np.int32}
 OPTIONAL = ("strength", "similarity", "n_target")
