@@ -29,7 +29,7 @@ from study import report, stats
 from study.data import TwoGaussians
 from study.results import Results
 from study.runner import Program
-from study.train import Setup, Tracking, stride
+from study.train import Setup, Tracking, log_epochs, stride
 
 NAME = "layer_convergence"
 QUESTION = "Do different layers converge at different speeds?"
@@ -41,6 +41,7 @@ SEEDS, QUICK_SEEDS = 16, 2
 FAITHFUL_STEPS, STEPS_PER_RECORD = 750, 2
 EPOCHS, QUICK_EPOCHS = 100, 10
 RECORD_EVERY = {"faithful": 5, "stated": 2}  # epochs between kept weight samples
+PROBES = 50  # at most this many CKA probes per stated run, log-spaced: the convergence epochs are mostly 1 to 9
 EVAL_POINTS = 5  # at most this many large-sample scores per run, the last epoch among them
 CELL = ["variant", "optimizer", "activation"]
 MOVED, NEAR, SIMILAR = 0.9, 0.1, 0.9  # thresholds of the convergence epochs below
@@ -61,11 +62,12 @@ def plan(seeds: int | None = None, epochs: int | None = None, quick: bool = Fals
     faithful = Setup(task=TwoGaussians(harmonic_gaps=True, random_covariance=True), hidden=HIDDEN,
                      activations=("sigmoid",), loss="mse", init_biases=True, epochs=faithful_epochs,
                      evals=stride(faithful_epochs, EVAL_POINTS), steps_per_epoch=STEPS_PER_RECORD,
-                     tracking=Tracking(from_end=True, every=RECORD_EVERY["faithful"], probe_every=1))
+                     tracking=Tracking(from_end=True, every=RECORD_EVERY["faithful"]))
     programs = [Program("faithful", faithful, runs("faithful", "adam", ("sigmoid",)))]
     for optimizer in LEARNING_RATES:
+        tracking = Tracking(every=RECORD_EVERY["stated"], probe_at=log_epochs(stated_epochs, PROBES))
         setup = Setup(hidden=HIDDEN, activations=ACTIVATIONS, optimizer=optimizer, epochs=stated_epochs,
-                      evals=stride(stated_epochs, EVAL_POINTS), tracking=Tracking(every=RECORD_EVERY["stated"], probe_every=1))
+                      evals=stride(stated_epochs, EVAL_POINTS), tracking=tracking)
         programs.append(Program(f"stated {optimizer}", setup, runs("stated", optimizer, ACTIVATIONS)))
     return programs
 
@@ -79,8 +81,9 @@ MEASURES = {  # name -> how its convergence epoch is read
     "relative change": f"the epoch by which {MOVED:.0%} of the summed ||W_t - W_t-1|| / ||W_t|| has happened",
     "distance to final": f"the first epoch from which ||W_t - W_final|| stays under {NEAR:.0%} of "
                          "||W_0 - W_final||",
-    "CKA to final": f"the first epoch from which the linear CKA of the layer's output on 256 probe points "
-                    f"to its final output stays above {SIMILAR}",
+    "CKA to final": f"the first probed epoch from which the linear CKA of the layer's output on {Tracking.probe} probe "
+                    f"points to its final output stays above {SIMILAR} (probed at up to {PROBES} log-spaced "
+                    "epochs in the stated variant, every epoch early on; at each weight record in the faithful one)",
 }
 
 

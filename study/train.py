@@ -55,10 +55,10 @@ class Tracking:
 
     Per epoch and weight matrix: norms, sparsity, movement and the change of
     a fixed sample of weights; every `every` epochs the sampled weights'
-    values (and at epoch 0); every `probe_every` epochs (default: `every`)
-    the linear CKA of the layer's output on a probe batch to its output at
-    the end (NaN between: the probe's forward pass and Gram matrices cost as
-    much as a short epoch's training); after training, the accuracy with the
+    values (and at epoch 0); at the epochs `probe_at` (default: every
+    `every` epochs) the linear CKA of the layer's output on a probe batch to
+    its output at the end (NaN between: the probe's forward pass and Gram
+    matrices cost as much as a short epoch's training); after training, the accuracy with the
     layer reset to its initial weights. The per-layer measures are kept
     every `measures_every` epochs. The strides bound file sizes and time.
     """
@@ -68,11 +68,11 @@ class Tracking:
     every: int = 1
     measures_every: int = 1  # must divide the epochs, so the last epoch is kept
     probe: int = 256  # the first points of the large sample
-    probe_every: int | None = None
+    probe_at: tuple[int, ...] | None = None  # epochs, counted from 1
 
-    @property
-    def cka_every(self) -> int:
-        return self.probe_every or self.every
+    def probe_epochs(self, epochs: int) -> np.ndarray:
+        """Indices into the per-epoch history of the epochs probed for CKA."""
+        return np.asarray(self.probe_at or range(self.every, epochs + 1, self.every)) - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +152,13 @@ def stride(n: int, at_most: int) -> int:
     """The largest divisor of `n` not above `at_most`: a recording stride
     that always keeps the last epoch."""
     return max(d for d in range(1, max(1, at_most) + 1) if n % d == 0)
+
+
+def log_epochs(epochs: int, at_most: int) -> tuple[int, ...]:
+    """Up to `at_most` epochs from 1 to `epochs`, evenly spaced on a log scale:
+    every epoch early, where convergence epochs are small and ties costly,
+    sparser later, and always the last."""
+    return tuple(np.unique(np.round(np.geomspace(1, epochs, at_most)).astype(int)).tolist())
 
 
 def build_model(setup: Setup, values: dict, key) -> MLP:
@@ -282,11 +289,11 @@ def tracked_indices(setup: Setup) -> list[np.ndarray]:
 def weight_measures(setup: Setup, initial: list, stacked: list, final_outputs: list,
                     outputs: list) -> tuple[dict, jax.Array]:
     """Per-layer measures per kept epoch, (epochs, layers) each, from the kernels
-    after every epoch and the probe outputs every `cka_every` epochs;
+    after every epoch and the probe outputs at the probed epochs;
     and the sampled weights' values, (records, layers, weights), at epochs 0,
     every, 2 * every, ..."""
     measures, sampled = {}, []
-    every, probed = setup.tracking.every, setup.tracking.cka_every
+    every, probed = setup.tracking.every, setup.tracking.probe_epochs(setup.epochs)
     for w0, w, idx, out, out_final in zip(initial, stacked, tracked_indices(setup), outputs, final_outputs):
         path = jnp.concatenate([w0.reshape(1, -1), w.reshape(len(w), -1)])  # epoch 0, 1, ..., epochs
         flat, steps = path[1:], jnp.diff(path, axis=0)
@@ -301,7 +308,7 @@ def weight_measures(setup: Setup, initial: list, stacked: list, final_outputs: l
                "dist_final": jnp.linalg.norm(flat - path[-1], axis=1),
                "tracked_abs_change": jnp.mean(jnp.abs(tracked), axis=1),
                "tracked_l2_change": jnp.linalg.norm(tracked, axis=1),
-               "cka_final": jnp.full(len(flat), jnp.nan).at[probed - 1::probed].set(
+               "cka_final": jnp.full(len(flat), jnp.nan).at[probed].set(
                    jax.vmap(linear_cka, (0, None))(out, out_final))}
         for k, v in row.items():
             measures.setdefault(k, []).append(v)
@@ -483,8 +490,7 @@ def train_run(setup: Setup, values: dict[str, jax.Array],
         return out
 
     history = metrics.pop("params")
-    stride = tracking.cka_every
-    probed = jax.vmap(probe_outputs)(jax.tree.map(lambda v: v[stride - 1::stride], history))
+    probed = jax.vmap(probe_outputs)(jax.tree.map(lambda v: v[tracking.probe_epochs(setup.epochs)], history))
     layers, sampled = weight_measures(setup, kernels(params), kernels(history), probe_outputs(final), probed)
 
     def reset(i):

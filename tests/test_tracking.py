@@ -73,6 +73,14 @@ def test_recorded_measures_equal_a_plain_loop(regularizer):
     assert layers["reset_acc"].shape == (1, 3)
 
 
+def test_cka_is_probed_at_every_record_or_at_the_given_epochs():
+    assert train.Tracking(every=2).probe_epochs(6).tolist() == [1, 3, 5]  # indices into the per-epoch history
+    assert train.Tracking(every=2, probe_at=(1, 2, 6)).probe_epochs(6).tolist() == [0, 1, 5]
+    log = train.log_epochs(100, 50)
+    assert log[:10] == tuple(range(1, 11)) and log[-1] == 100 and len(log) <= 50
+    assert np.all(np.diff(log) > 0)
+
+
 def test_tracked_indices_are_fixed_or_the_last_entries():
     setup = train.Setup(task=TASK, hidden=(6, 5), tracking=TRACKING)
     first, again = train.tracked_indices(setup), train.tracked_indices(setup)
