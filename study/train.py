@@ -58,9 +58,10 @@ class Tracking:
     values (and at epoch 0); at the epochs `probe_at` (default: every
     `every` epochs) the linear CKA of the layer's output on a probe batch to
     its output at the end (NaN between: the probe's forward pass and Gram
-    matrices cost as much as a short epoch's training); after training, the accuracy with the
-    layer reset to its initial weights. The per-layer measures are kept
-    every `measures_every` epochs. The strides bound file sizes and time.
+    matrices cost as much as a short epoch's training); after training, the
+    accuracy with the layer reset to its initial weights. The per-layer
+    measures are kept every `measures_every` epochs. The strides bound file
+    sizes and time.
     """
 
     weights: int = 50  # sampled entries per matrix, the same for every run of a program
@@ -120,6 +121,8 @@ class Setup:
         if self.tracking and self.epochs % self.tracking.measures_every:
             raise ValueError(f"epochs ({self.epochs}) must be a multiple of measures_every "
                              f"({self.tracking.measures_every})")
+        if self.tracking and not all(1 <= e <= self.epochs for e in self.tracking.probe_at or ()):
+            raise ValueError(f"probe_at must be epochs 1..{self.epochs}, got {self.tracking.probe_at}")
         layers = len(self.hidden) + 1
         if self.trainable is not None and not 1 <= self.trainable <= layers:
             raise ValueError(f"trainable must be 1..{layers} top layers, got {self.trainable}")

@@ -79,6 +79,8 @@ def test_cka_is_probed_at_every_record_or_at_the_given_epochs():
     log = train.log_epochs(100, 50)
     assert log[:10] == tuple(range(1, 11)) and log[-1] == 100 and len(log) <= 50
     assert np.all(np.diff(log) > 0)
+    with pytest.raises(ValueError, match="probe_at must be epochs 1..6"):
+        train.Setup(task=TASK, epochs=6, evals=1, tracking=train.Tracking(probe_at=(2, 7)))
 
 
 def test_tracked_indices_are_fixed_or_the_last_entries():
