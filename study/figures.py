@@ -142,6 +142,11 @@ def category_grid(categories: pd.DataFrame, notes: pd.DataFrame, *, xlabel: str,
     return fig
 
 
+def csv_text(figure: Figure) -> str:
+    """Exactly what the figure draws, as the CSV written beside it."""
+    return figure.data.to_csv(index=False, float_format="%.6g")
+
+
 def save(figure: Figure, experiment: str, out: Path) -> list[Path]:
     """Write `figures/<experiment>-<name>.{png,svg,csv}` under `out`."""
     stem = Path(out) / "figures" / f"{experiment}-{figure.name}"
@@ -156,5 +161,5 @@ def save(figure: Figure, experiment: str, out: Path) -> list[Path]:
             paths.append(path)
     plt.close(fig)
     csv = stem.with_suffix(".csv")
-    atomic_write(csv, lambda tmp: figure.data.to_csv(tmp, index=False, float_format="%.6g"))
+    atomic_write(csv, lambda tmp: Path(tmp).write_text(csv_text(figure)))
     return [*paths, csv]
