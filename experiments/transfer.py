@@ -108,7 +108,8 @@ def plan(seeds: int | None = None, epochs: int | None = None, quick: bool = Fals
 
 # --- analysis: everything below reads the results only -----------------------
 
-FROZEN, NO_FREEZE, REINITIALIZED = "finetune_top k=2", f"finetune_all lr={LR:g}", "scratch"  # S-tfjs's modes
+FROZEN_K = 2  # S-tfjs froze 3 of its 5 layers, training the top 2
+FROZEN, NO_FREEZE, REINITIALIZED = f"finetune_top k={FROZEN_K}", f"finetune_all lr={LR:g}", "scratch"  # S-tfjs's modes
 
 
 def arm_label(strategy: str, k: int, lr: float) -> str:
@@ -299,7 +300,8 @@ def figures(results: Results) -> list[fig.Figure]:
                           "mean and 95% band over seeds.", depth,
                           lambda d: fig.facets(d, "n_target", fig.bands, x="trainable_layers", hue="similarity",
                                                ylabel="final accuracy")))
-    modes = {FROZEN: "frozen (3 of 5 layers)", NO_FREEZE: "no freeze", REINITIALIZED: "re-initialized"}
+    modes = {FROZEN: f"frozen ({LAYERS - FROZEN_K} of {LAYERS} layers)", NO_FREEZE: "no freeze",
+             REINITIALIZED: "re-initialized"}
     curves = frame[(frame["n_target"] == runs["n_target"].max()) & frame["similarity"].isin([sims[0], sims[-1]])]
     curves = curves.assign(mode=[modes.get(arm_label(*r)) for r in
                                  curves[["strategy", "trainable_layers", "lr"]].itertuples(index=False)])
@@ -382,12 +384,11 @@ def section(results: Results) -> report.Section:
                          accuracy=phase["accuracy"].map("{:.4f}".format))
     table = table[["n_target", "similarity", "best", "accuracy", "runner_up", "margin", "excludes_zero"]]
     model = transfer_model(results)
-    frozen_k = int(FROZEN.rsplit("=", 1)[1])
     times = runs.groupby("arm")["step_time_s"].first()
     notes = scenario_notes(phase, runs) + (
         f"\n**Time against FLOPs.** A frozen layer needs no weight gradient, and no input gradient below the "
-        f"lowest trained layer: training the top {frozen_k} of {LAYERS} layers needs "
-        f"{step_flops(model, frozen_k) / step_flops(model, LAYERS):.0%} of the multiply-adds of training all, "
+        f"lowest trained layer: training the top {FROZEN_K} of {LAYERS} layers needs "
+        f"{step_flops(model, FROZEN_K) / step_flops(model, LAYERS):.0%} of the multiply-adds of training all, "
         f"and its measured step took {times[FROZEN] / times[NO_FREEZE]:.0%} of the time. A step also "
         "pays for work that freezing does not shrink (the optimizer's update of the trained layers, the data "
         "gather, the per-epoch evaluation in these timings), which weighs more the smaller the layers.\n")
