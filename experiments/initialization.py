@@ -51,6 +51,7 @@ def plan(seeds: int | None = None, epochs: int | None = None, quick: bool = Fals
     def setup(variant, **kwargs):
         n = epochs or (QUICK_EPOCHS if quick else EPOCHS[variant])
         return Setup(hidden=(100, 100), optimizer="adam", batch_size=64, epochs=n, evals=stride(n, EVAL_POINTS),
+                     scored=("eval_acc", "distinct_units"),
                      **kwargs)
 
     def runs(variant, activations, schemes):

@@ -64,7 +64,8 @@ def plan(seeds: int | None = None, epochs: int | None = None, quick: bool = Fals
     def setup(variant, **kwargs):
         n = epochs or (QUICK_EPOCHS if quick else EPOCHS[variant])
         every = stride(n, n // RECORDS)
-        return Setup(hidden=HIDDEN, epochs=n, evals=stride(n, EVAL_POINTS), tracking=Tracking(every=every, measures_every=every),
+        return Setup(hidden=HIDDEN, epochs=n, evals=stride(n, EVAL_POINTS), scored=("eval_acc", "train_acc"),
+                     tracking=Tracking(every=every, measures_every=every),
                      **kwargs)
 
     faithful = dict(task=TwoGaussians(harmonic_gaps=True, random_covariance=True), activations=("sigmoid",),

@@ -1,20 +1,27 @@
-"""`study bench`: how fast the default initialization grid trains, as ratios
-measured in one process.
+"""`study bench`: how fast the engine trains, as ratios measured in one process.
 
-Prints, per program and in total: run-epochs per second; the FLOPs of the
-compiled program from XLA's cost analysis against this machine's dense-matmul
-rate (measured here, one device at a time, times the device count); and the
-time of the same runs trained the way a typical JAX user writes it (a jitted
-step called from a Python loop, one run at a time), timed on a few runs and
-scaled to the grid. Then the cost of weight tracking (Q2, Q3): each
-experiment's programs trained with and without it; and Q4's step time per
-freeze depth against XLA's FLOP count of the step.
+- `peer`: the peer workload (`experiments/peer.py`) end to end, compile
+  included, and with `--torch` the same workload in PyTorch
+  (`study.peer_torch`), both with cold compilation caches.
+- `grid`: per program of a grid, run-epochs per second; the FLOPs of the
+  compiled program from XLA's cost analysis against this machine's
+  dense-matmul rate (measured here, one device at a time, times the device
+  count); and the time of the same runs trained the way a typical JAX user
+  writes it (a jitted step called from a Python loop, one run at a time),
+  timed on a few runs and scaled to the grid.
+- `tracking`: each tracked experiment's programs with and without tracking.
+- `freeze-depth`: a transfer step's time per freeze depth against XLA's
+  FLOP count of the step.
+
+The workloads are the experiments' own programs, handed in by the CLI.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import tempfile
 import time
 from unittest import mock
 
@@ -24,7 +31,6 @@ import numpy as np
 import optax
 from flax import nnx
 
-from experiments import initialization, layer_convergence, regularization, transfer
 from study import data as data_lib
 from study import runner, train
 
@@ -100,17 +106,40 @@ def python_loop_time(setup: train.Setup, runs: int) -> float:
     return time.perf_counter() - start
 
 
-def main(seeds: int | None, epochs: int | None, naive_runs: int) -> None:
+def peer(programs: list[runner.Program], torch: bool) -> None:
+    """Train the peer workload end to end; with `torch`, also in PyTorch
+    first, then the ratio. The last line is the engine's throughput."""
+    run_epochs = sum(len(p.runs) * p.setup.epochs for p in programs)
+    if torch:
+        with tempfile.TemporaryDirectory() as cache:  # a cold compile, like the engine's below
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+            from study import peer_torch
+            seeds, epochs = programs[0].runs["seed"].nunique(), programs[0].setup.epochs
+            torch_s = peer_torch.train_peer(seeds=seeds, epochs=epochs)["wall_s"]
+        print(f"pytorch (torch.func vmap + torch.compile): wall {torch_s:.1f} s, "
+              f"{run_epochs / torch_s:,.0f} run-epochs/s")
+    start = time.perf_counter()
+    for program in programs:
+        timing = train.train_grid(program.setup, runner.run_values(program.setup, program.runs))[1]
+        print(f"jax {program.label}: compile {timing.compile_s:.1f} s, train {timing.train_s:.1f} s "
+              f"on {len(jax.devices())} x {jax.devices()[0].device_kind}")
+    wall_s = time.perf_counter() - start
+    if torch:
+        print(f"jax: wall {wall_s:.1f} s, {torch_s / wall_s:.2f}x the speed of pytorch")
+    print(f"throughput_run_epochs_per_s={run_epochs / wall_s:.1f} wall_s={wall_s:.2f}")
+
+
+def grid(programs: list[runner.Program], naive_runs: int) -> None:
     devices = jax.devices()
     rate = matmul_rate(1024, 1024)
-    shape = initialization.plan(seeds=1)[-1].setup
+    shape = programs[-1].setup
     small = matmul_rate(shape.batch_size, shape.hidden[0])
     print(f"devices: {len(devices)} x {devices[0].device_kind}; dense matmul per device: "
           f"{rate / 1e9:.1f} GFLOP/s at 1024 x 1024 x 1024, {small / 1e9:.1f} GFLOP/s at the "
           f"workload's own {shape.batch_size} x {shape.hidden[0]} x {shape.hidden[0]} "
           f"(a floor for these shapes {rate / small:.2f}x the dense one)")
     total = {"runs": 0, "run_epochs": 0, "train_s": 0.0, "compile_s": 0.0, "flops": 0.0, "naive_s": 0.0}
-    for program in initialization.plan(seeds=seeds, epochs=epochs):
+    for program in programs:
         setup, runs = program.setup, program.runs
         _, timing = train.train_grid(setup, runner.run_values(setup, runs))
         flops = run_flops(setup) * len(runs)
@@ -134,23 +163,22 @@ def main(seeds: int | None, epochs: int | None, naive_runs: int) -> None:
           f"Python loop {total['naive_s']:.0f} s = {total['naive_s'] / total['train_s']:.1f}x slower")
 
 
-def tracking_overhead(seeds: int | None, epochs: int | None) -> None:
+def tracking_overhead(plans: dict[str, list[runner.Program]]) -> None:
     """Training time of each tracked program against the same program untracked."""
-    for module in (layer_convergence, regularization):
+    for name, programs in plans.items():
         tracked_s = plain_s = 0.0
-        for program in module.plan(seeds=seeds, epochs=epochs):
+        for program in programs:
             values = runner.run_values(program.setup, program.runs)
             tracked_s += train.train_grid(program.setup, values)[1].train_s
             plain_s += train.train_grid(dataclasses.replace(program.setup, tracking=None), values)[1].train_s
-        print(f"{module.NAME:18s} weight tracking: train {tracked_s:.1f} s with, {plain_s:.1f} s without "
+        print(f"{name:18s} weight tracking: train {tracked_s:.1f} s with, {plain_s:.1f} s without "
               f"(+{tracked_s / plain_s - 1:.0%})")
 
 
-def freeze_depth(batches=(64, 1024), steps: int = 500) -> None:
-    """Q4's training step with the top k layers trained, k = 1 .. all: time
-    per step (`steps` steps in one compiled loop, so no dispatch cost) and
-    XLA's FLOP count, each relative to training all layers."""
-    setup = next(p.setup for p in transfer.plan(quick=True) if p.label == "finetune_all")
+def freeze_depth(setup: train.Setup, batches=(64, 1024), steps: int = 500) -> None:
+    """A transfer setup's training step with the top k layers trained, k = 1
+    .. all: time per step (`steps` steps in one compiled loop, so no dispatch
+    cost) and XLA's FLOP count, each relative to training all layers."""
     values = {"init": 0, "activation": 0, "lr": 1e-3, "strength": 0.0}
     params, loss = model_and_loss(setup, values)
     layers = len(setup.hidden) + 1

@@ -7,14 +7,17 @@ written; every output file is written atomically.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 import time
 from pathlib import Path
 
 import jax
 
-import experiments
-from study import bench, devices, figures, report, results, runner
+from study import bench, devices, figures, registry, report, results, runner
+
+
+DIST = "dl-details-study"
 
 
 class UsageError(Exception):
@@ -41,12 +44,12 @@ def log(message: str) -> None:
 
 
 def cmd_list(args) -> None:
-    for name, module in experiments.REGISTRY.items():
+    for name, module in registry.experiments().items():
         print(f"{name}\t{module.QUESTION}")
 
 
 def cmd_run(args) -> None:
-    modules = experiments.select(args.name)
+    modules = registry.select(args.name)
     devices.configure(distributed=args.distributed)
     for module in modules:
         start = time.perf_counter()
@@ -63,6 +66,9 @@ def cmd_run(args) -> None:
         files = [(path, res.frame)] + [(results.table_path(path, k), f) for k, f in res.tables.items()]
         written = ", ".join(f"{p.name} ({len(f):,} rows)" for p, f in files)
         log(f"[{module.NAME}] wrote {written} to {path.parent} in {time.perf_counter() - start:.1f} s")
+    hits, misses = devices.cache_counts()
+    if devices.cache_dir():
+        log(f"compilation cache {devices.cache_dir()}: {hits} programs loaded, {misses} compiled")
 
 
 def load(module, out: Path) -> results.Results:
@@ -70,7 +76,7 @@ def load(module, out: Path) -> results.Results:
 
 
 def cmd_figures(args) -> None:
-    modules = experiments.select(args.name)
+    modules = registry.select(args.name)
     loaded = [(m, load(m, args.out)) for m in modules]  # every file checked before any is drawn
     for module, res in loaded:
         paths = [p for f in module.figures(res) for p in figures.save(f, module.NAME, args.out)]
@@ -78,8 +84,9 @@ def cmd_figures(args) -> None:
 
 
 def cmd_report(args) -> None:
-    loaded = [load(m, args.out) for m in experiments.REGISTRY.values()]
-    sections = [(m.section(res), res.metadata) for m, res in zip(experiments.REGISTRY.values(), loaded)]
+    modules = registry.experiments().values()
+    loaded = [load(m, args.out) for m in modules]
+    sections = [(m.section(res), res.metadata) for m, res in zip(modules, loaded)]
     paths = report.write(report.render(sections), args.out)
     log(f"wrote {', '.join(map(str, paths))}")
 
@@ -92,14 +99,28 @@ def cmd_all(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    devices.configure()
-    bench.main(seeds=args.seeds, epochs=args.epochs, naive_runs=args.naive_runs)
-    bench.tracking_overhead(seeds=args.seeds, epochs=args.epochs)
-    bench.freeze_depth()
+    devices.configure(cache=False)  # compile times included, as a new user meets them
+    sizes = {"seeds": args.seeds, "epochs": args.epochs}
+    if args.workload == "peer":
+        bench.peer(registry.workloads()["peer"].plan(**sizes), torch=args.torch)
+    elif args.workload == "grid":
+        bench.grid(registry.get("initialization").plan(**sizes), naive_runs=args.naive_runs)
+    elif args.workload == "tracking":
+        plans = {name: module.plan(**sizes) for name, module in registry.experiments().items()}
+        bench.tracking_overhead({name: p for name, p in plans.items() if any(x.setup.tracking for x in p)})
+    else:
+        programs = registry.get("transfer").plan(quick=True)
+        bench.freeze_depth(next(p.setup for p in programs if p.label == "finetune_all"))
+
+
+BENCHMARKS = ("peer", "grid", "tracking", "freeze-depth")
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="study", description="Re-run the deep-learning-details study.")
+    parser = Parser(prog="study", description="Re-run the deep-learning-details study.",
+                    epilog=f"Compiled programs are cached in {devices.cache_dir() or '(no cache)'}; "
+                           f"set {devices.CACHE_ENV} to another directory, or empty to compile every time.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version(DIST)}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     sub.add_parser("list", help="each experiment and its question").set_defaults(func=cmd_list)
 
@@ -107,14 +128,14 @@ def build_parser() -> Parser:
         p = sub.add_parser(name, help=help)
         if experiment:
             p.add_argument("name", nargs="?" if name == "figures" else None, default="all",
-                           help=f"one of: {', '.join(experiments.REGISTRY)}, all")
+                           help=f"one of: {', '.join(registry.experiments())}, all")
         if training:
             p.add_argument("--seeds", type=positive, help="seeds per condition (default: the experiment's)")
             p.add_argument("--epochs", type=positive, help="epochs per run (default: the experiment's)")
             p.add_argument("--quick", action="store_true", help="few seeds and epochs, every condition")
-            p.add_argument("--batch-runs", type=positive, default=1,
-                           help="runs vmapped together on each device (default 1: one after another; "
-                                "raise it on GPUs)")
+            p.add_argument("--batch-runs", type=positive,
+                           help="runs vmapped together on each device (default: all of its runs on a GPU, "
+                                "1 on a CPU)")
             p.add_argument("--distributed", action="store_true",
                            help="join a multi-host job with jax.distributed.initialize()")
         p.add_argument("--out", type=Path, default=Path("."), help="output root (default: .)")
@@ -124,12 +145,16 @@ def build_parser() -> Parser:
     add("figures", cmd_figures, "draw figures/NAME-*.png|svg|csv from the results")
     add("report", cmd_report, "write paper/report.md and paper/report.html", experiment=False)
     add("all", cmd_all, "run, figures and report", experiment=False, training=True)
-    bench = sub.add_parser("bench", help="time the default initialization grid, the cost of weight tracking and "
-                                                "Q4's step per freeze depth")
-    bench.add_argument("--seeds", type=positive, help="seeds per condition (default: the experiment's)")
-    bench.add_argument("--epochs", type=positive, help="epochs per run (default: the experiment's)")
+    bench = sub.add_parser("bench", help="time a workload, compilation included (no compilation cache)")
+    bench.add_argument("workload", choices=BENCHMARKS, help="peer: the peer workload (16 seeds x 11 schemes, "
+                       "1000 full-batch epochs); grid: the initialization grid against the matmul floor and a "
+                       "Python loop; tracking: the cost of weight tracking; freeze-depth: a transfer step per "
+                       "freeze depth")
+    bench.add_argument("--torch", action="store_true", help="peer: also train it in PyTorch (the bench extra)")
+    bench.add_argument("--seeds", type=positive, help="seeds per condition (default: the workload's)")
+    bench.add_argument("--epochs", type=positive, help="epochs per run (default: the workload's)")
     bench.add_argument("--naive-runs", type=positive, default=8,
-                       help="runs timed with a per-step Python loop (then scaled to the grid)")
+                       help="grid: runs timed with a per-step Python loop, then scaled to the grid (default 8)")
     bench.set_defaults(func=cmd_bench)
     return parser
 
@@ -138,12 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, "name", None) not in (None, "all"):
-            experiments.get(args.name)
+            registry.get(args.name)
         args.func(args)
     except UsageError as err:
         print(f"study: error: {err}", file=sys.stderr)
         return 2
-    except (experiments.UnknownExperiment, results.ResultsError) as err:
+    except (registry.UnknownExperiment, results.ResultsError) as err:
         print(f"study: error: {err.args[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,25 +5,57 @@ cores through the same `runs` mesh that spreads them over GPUs. Each device
 then computes with a single thread: XLA's multi-threaded CPU kernels may
 split a reduction differently from one call to the next and change the last
 bits, and with one thread per device reruns are bit-identical.
+
+Compiled programs are kept in a persistent cache (`cache_dir()`), so a rerun
+of the same grid loads its programs instead of compiling them again.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 import os
+from pathlib import Path
 
 import jax
 
 DETERMINISTIC_CPU_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+CACHE_ENV = "STUDY_CACHE_DIR"  # the compilation cache's directory; empty: no cache
+CACHE_EVENTS = collections.Counter()  # JAX's persistent-cache events, e.g. ".../cache_hits"
 
 
-def configure(cpu_devices: int | None = None, distributed: bool = False) -> None:
-    """Set the XLA flags and CPU device count, and join a multi-host job
-    (`jax.distributed.initialize` reads the cluster from its environment).
-    Must run before the first computation."""
+def cache_dir() -> Path | None:
+    """$STUDY_CACHE_DIR, else `study/jax` in the user's cache directory."""
+    if CACHE_ENV in os.environ:
+        return Path(os.environ[CACHE_ENV]) if os.environ[CACHE_ENV] else None
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "study" / "jax"
+
+
+@functools.cache
+def count_cache_events() -> None:
+    """Listen to JAX's monitoring events, once per process."""
+    jax.monitoring.register_event_listener(lambda event, **_: CACHE_EVENTS.update([event]))
+
+
+def cache_counts() -> tuple[int, int]:
+    """(hits, misses) of the persistent compilation cache so far."""
+    return (CACHE_EVENTS["/jax/compilation_cache/cache_hits"],
+            CACHE_EVENTS["/jax/compilation_cache/cache_misses"])
+
+
+def configure(cpu_devices: int | None = None, distributed: bool = False, cache: bool = True) -> None:
+    """Set the XLA flags, CPU device count and compilation cache, and join a
+    multi-host job (`jax.distributed.initialize` reads the cluster from its
+    environment). Must run before the first computation."""
     flags = os.environ.get("XLA_FLAGS", "")
     if DETERMINISTIC_CPU_FLAGS not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_CPU_FLAGS}".strip()
     jax.config.update("jax_num_cpu_devices", cpu_devices or os.cpu_count() or 1)
+    if cache and cache_dir() is not None:
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir()))
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        count_cache_events()
     if distributed:
         jax.distributed.initialize()
 

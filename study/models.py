@@ -26,6 +26,8 @@ def select_activation(names: Sequence[str], index: jax.Array) -> Callable[[jax.A
     if unknown:
         raise ValueError(f"unknown activation {unknown[0]!r}; choose from {', '.join(ACTIVATIONS)}")
     branches = [ACTIVATIONS[n] for n in names]
+    if len(branches) == 1:  # no switch: under vmap a switch computes every branch
+        return branches[0]
     return lambda x: jax.lax.switch(index, branches, x)
 
 
@@ -46,15 +48,16 @@ class MLP(nnx.Module):
         """x (batch, n_in) -> logits (batch, n_out)."""
         return self.outputs(x, drop)[-1]
 
-    def outputs(self, x: jax.Array, drop: Dropout | None = None) -> list[jax.Array]:
-        """Every layer's output: the hidden activations, then the logits.
+    def outputs(self, x: jax.Array, drop: Dropout | None = None, start: int = 0) -> list[jax.Array]:
+        """The outputs of layers `start`, `start + 1`, ...: the hidden
+        activations, then the logits; `x` is layer `start`'s input.
 
         `drop(x, i)`, when given, is applied to the input of layer `i`
         (0: the network's input), e.g. dropout during training.
         """
         outs = []
-        for i, layer in enumerate(self.layers):
-            x = layer(drop(x, i) if drop else x)
+        for i in range(start, len(self.layers)):
+            x = self.layers[i](drop(x, i) if drop else x)
             x = x if i == len(self.layers) - 1 else self.activation(x)
             outs.append(x)
         return outs

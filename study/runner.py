@@ -87,7 +87,7 @@ def run_values(setup: train.Setup, runs: pd.DataFrame) -> dict[str, np.ndarray]:
 
 def run(name: str, programs: list[Program], config: dict,
         progress: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
-        batch_runs: int = 1) -> results.Results:
+        batch_runs: int | None = None) -> results.Results:
     """Train every program and return its tidy frames and their metadata."""
     start = time.perf_counter()
     parts, records, kept = [], [], {}
@@ -98,15 +98,16 @@ def run(name: str, programs: list[Program], config: dict,
         pretrained = kept[program.start_from] if program.start_from else ()
         out, timing = train.train_grid(setup, run_values(setup, runs), pretrained=pretrained,
                                        batch_runs=batch_runs)
+        cached = " (from the compilation cache)" if timing.cache_hits else ""
         progress(f"[{name}] program {i}/{len(programs)} {program.label}: compiled in "
-                 f"{timing.compile_s:.1f} s, trained in {timing.train_s:.1f} s "
+                 f"{timing.compile_s:.1f} s{cached}, trained in {timing.train_s:.1f} s "
                  f"({len(runs) * setup.epochs / timing.train_s:,.0f} run-epochs/s)")
         if "params" in out:
             if not np.array_equal(runs["seed"], np.arange(len(runs))):
                 raise ValueError(f"program {program.label!r} keeps weights: its runs must be seeds 0, 1, ...")
             kept[program.label] = out.pop("params")
-        # Each device trains its share of the runs one after another (or batch_runs at a time).
-        steps = -(-len(runs) // (len(jax.devices()) * batch_runs)) * setup.epochs * setup.batches_per_epoch
+        # Each device trains its share of the runs batch_runs at a time.
+        steps = -(-len(runs) // (len(jax.devices()) * timing.batch_runs)) * setup.epochs * setup.batches_per_epoch
         frames = tables(setup, runs, out, timing.train_s / steps)
         parts.append({program.table + ("-" if program.table and k else "") + k: f for k, f in frames.items()})
         records.append({"label": program.label, "setup": dataclasses.asdict(setup),

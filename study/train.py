@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +27,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from study import data as data_lib
+from study import devices as devices_lib
 from study import inits
 from study.models import MLP, layer_table, select_activation
 
@@ -42,6 +44,10 @@ OPTIONAL = ("strength", "similarity", "n_target")
 # (l1_prox), the hidden dropout rate (dropout) or the bound on each unit's
 # incoming-weight norm (maxnorm).
 REGULARIZERS = ("none", "l1", "l1_prox", "l2", "dropout", "maxnorm")
+# Metrics scored every `eval_every` epochs, as a setup asks: accuracy on the
+# large sample and on the training set (not for a `Mixture`, which trains on
+# a traced prefix of it), and the distinct units of each hidden layer.
+STRIDED = ("eval_acc", "train_acc", "distinct_units")
 # Independent key streams derived from a run's seeds with `fold_in`. Keys
 # depend on the seeds only, never on a run's position in the grid, so a run
 # gives the same numbers alone or in any grid, and runs of different
@@ -92,6 +98,7 @@ class Setup:
     batch_size: int | None = 64  # None: full batch
     evals: int = 5  # large-sample scores per run, every epochs / evals epochs
     steps_per_epoch: int | None = None  # minibatches per epoch, from one reshuffle (default: all that fit)
+    scored: tuple[str, ...] = ("eval_acc",)  # the strided metrics, of STRIDED
     regularizer: str = "none"  # one of REGULARIZERS
     penalty_mean: bool = False  # l1/l2 on each matrix's mean (the original code), not the sum over weights
     input_dropout: float = 0.2  # input rate when the regularizer is dropout
@@ -111,11 +118,11 @@ class Setup:
     def __post_init__(self):
         inits.check_schemes(self.schemes)
         select_activation(self.activations, 0)
-        for field, value, choices in [("loss", self.loss, LOSSES),
-                                      ("optimizer", self.optimizer, OPTIMIZERS),
-                                      ("regularizer", self.regularizer, REGULARIZERS)]:
-            if value not in choices:
-                raise ValueError(f"unknown {field} {value!r}; choose from {', '.join(choices)}")
+        choices = [("loss", self.loss, LOSSES), ("optimizer", self.optimizer, OPTIMIZERS),
+                   ("regularizer", self.regularizer, REGULARIZERS)]
+        for field, value, allowed in choices + [("scored metric", name, STRIDED) for name in self.scored]:
+            if value not in allowed:
+                raise ValueError(f"unknown {field} {value!r}; choose from {', '.join(allowed)}")
         if self.epochs < 1 or self.evals < 1 or self.epochs % self.evals:
             raise ValueError(f"epochs ({self.epochs}) must be a positive multiple of evals ({self.evals})")
         if self.tracking and self.epochs % self.tracking.measures_every:
@@ -135,6 +142,9 @@ class Setup:
             if not (self.steps_per_epoch and self.batch_size):
                 raise ValueError("a Mixture task trains a fixed number of minibatches per epoch: "
                                  "set batch_size and steps_per_epoch")
+            if "train_acc" in self.scored:
+                raise ValueError("a Mixture task trains on a traced prefix of its training set: "
+                                 "its train_acc is not scored")
         elif self.batches_per_epoch * (self.batch_size or self.task.n_train) > self.task.n_train:
             raise ValueError(f"{self.batches_per_epoch} minibatches of {self.batch_size} exceed "
                              f"the {self.task.n_train} training points")
@@ -185,16 +195,17 @@ def loss_fn(setup: Setup, logits: jax.Array, y: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
-def make_step(loss, tx: optax.GradientTransformation):
+def make_step(loss, tx: optax.GradientTransformation, has_aux: bool = False):
     """One training step as S-step describes it: forward pass and loss,
     gradient of the loss with respect to the parameters, update against it.
 
-    `loss(params, *batch) -> scalar`; returns `step(params, opt_state, *batch)
-    -> (params, opt_state, loss)`.
+    `loss(params, *batch) -> scalar` (or `(scalar, aux)` with `has_aux`);
+    returns `step(params, opt_state, *batch) -> (params, opt_state, loss)`,
+    the loss (and aux) of the step's forward pass, before the update.
     """
 
     def step(params, opt_state, *batch):
-        value, grads = jax.value_and_grad(loss)(params, *batch)
+        value, grads = jax.value_and_grad(loss, has_aux=has_aux)(params, *batch)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, value
 
@@ -357,14 +368,15 @@ def load_body(params, pretrained: tuple[jax.Array, ...], index: jax.Array):
     return jax.tree_util.tree_map_with_path(load, params)
 
 
-def frozen_step(setup: Setup, values: dict, params, loss, trainable: int | None, head_lr=None):
+def frozen_step(setup: Setup, values: dict, params, loss, trainable: int | None, head_lr=None,
+                has_aux: bool = False):
     """The step and optimizer that train only the top `trainable` layers
     (None: all) of `params`, the output layer at `head_lr` if given;
-    `loss(params, *batch)`. `optax.partition` hands each optimizer only its
+    `loss(params, *batch)` as for `make_step`. `optax.partition` hands each optimizer only its
     own leaves, so frozen ones get no optimizer state and a zero update."""
     tx = optimizer(setup, values, params)
     if trainable is None and head_lr is None:
-        return make_step(loss, tx), tx
+        return make_step(loss, tx, has_aux), tx
     labels = layer_labels(params, trainable, head=head_lr is not None)
     transforms = {"trained": tx, "frozen": optax.set_to_zero()}
     if head_lr is not None:
@@ -373,7 +385,175 @@ def frozen_step(setup: Setup, values: dict, params, loss, trainable: int | None,
     if trainable is not None:
         unfrozen = loss
         loss = lambda p, *batch: unfrozen(freeze(p, labels), *batch)  # noqa: E731
-    return make_step(loss, tx), tx
+    return make_step(loss, tx, has_aux), tx
+
+
+class Run(NamedTuple):
+    """What stays fixed during one run: its traced values, its data, its
+    initial parameters and its key streams."""
+
+    values: dict
+    data: dict
+    initial: nnx.State
+    shuffle_key: jax.Array
+    dropout_key: jax.Array
+
+
+class Phase(NamedTuple):
+    """Epochs `first` to `first + epochs - 1`, training the top `trainable`
+    layers (None: all) at `lr`, a new head at `head_lr` (None: at `lr`)."""
+
+    first: int
+    epochs: int
+    trainable: int | None
+    lr: jax.Array
+    head_lr: float | None
+
+
+class View(NamedTuple):
+    """A run's data as a phase sees it: the inputs, or the outputs of its
+    frozen layers below `start`, computed once (see `frozen_view`)."""
+
+    data: dict
+    start: int = 0
+
+
+INPUTS = ("x_train", "x_test", "x_eval")
+
+
+def start_run(setup: Setup, values: dict, pretrained: tuple = ()) -> Run:
+    """Draw the run's data and initial parameters, loading a pretrained body.
+
+    Runs start one at a time even when they train `batch_runs` at a time:
+    batched LAPACK calls (the QR of orthogonal initialization and of a
+    `Mixture`'s geometry) can deadlock XLA's CPU thread pool."""
+    seed_key = jax.random.key(values["seed"])
+    data_key = jax.random.fold_in(jax.random.key(values["data_seed"]), DATA_STREAM)
+    data = data_lib.sample(setup.task, data_key, values["similarity"])
+    model = build_model(setup, values, jax.random.fold_in(seed_key, INIT_STREAM))
+    params = nnx.state(model)
+    if setup.pretrained:
+        params = load_body(params, pretrained, values["seed"])
+    return Run(values, data, params, jax.random.fold_in(seed_key, SHUFFLE_STREAM),
+               jax.random.fold_in(seed_key, DROPOUT_STREAM))
+
+
+def outputs(setup: Setup, run: Run, params, x: jax.Array, start: int = 0, drop=None) -> list[jax.Array]:
+    """Every layer's output from layer `start` on (see `MLP.outputs`)."""
+    graph = nnx.graphdef(nnx.eval_shape(lambda: build_model(setup, run.values, jax.random.key(0))))
+    return nnx.merge(graph, params).outputs(x, drop, start)
+
+
+def scores(setup: Setup, run: Run, params, x: jax.Array, y: jax.Array, start: int = 0):
+    """(loss, accuracy) of the network on (x, y), without regularization."""
+    logits = outputs(setup, run, params, x, start)[-1]
+    return loss_fn(setup, logits, y), jnp.mean(jnp.argmax(logits, -1) == y)
+
+
+def objective(setup: Setup, run: Run, start: int):
+    """`loss(params, x, y, key) -> (loss + penalty, loss)`: what a step
+    minimizes, and the data loss it reports as `train_loss`."""
+
+    def loss(params, x, y, key):
+        drop = None
+        if setup.regularizer == "dropout":
+            drop = dropout(key, setup.input_dropout, run.values["strength"])
+        value = loss_fn(setup, outputs(setup, run, params, x, start, drop)[-1], y)
+        return value + penalty(setup, params, run.values["strength"]), value
+
+    return loss
+
+
+def frozen_view(setup: Setup, run: Run, params, trainable: int | None) -> View:
+    """The layers below the trained ones never change in a phase; without
+    dropout they map each input to the same features all phase long, so they
+    are applied once and the phase trains on their outputs (feature
+    extraction then costs a linear model's steps)."""
+    start = 0 if trainable is None else len(setup.hidden) + 1 - trainable
+    if not start or setup.regularizer == "dropout":
+        return View(run.data)
+    return View({**run.data, **{k: outputs(setup, run, params, run.data[k])[start - 1] for k in INPUTS}}, start)
+
+
+def batch_indices(setup: Setup, run: Run, epoch: jax.Array) -> jax.Array | None:
+    """This epoch's minibatches as indices, (batches, batch_size): a fresh
+    permutation, cycled through a `Mixture`'s traced prefix; None when every
+    step takes the whole training set."""
+    if setup.batch_size is None:
+        return None
+    key = jax.random.fold_in(run.shuffle_key, epoch)
+    n, batch = setup.batches_per_epoch, setup.batch_size
+    if not isinstance(setup.task, data_lib.Mixture):
+        return jax.random.permutation(key, setup.task.n_train)[: n * batch].reshape(n, batch)
+    total = len(run.data["y_train"])
+    available = run.values["n_target"] * setup.task.classes
+    order = jnp.argsort(jnp.where(jnp.arange(total) < available, jax.random.uniform(key, (total,)), 2.0))
+    return order[jnp.arange(n * batch) % available].reshape(n, batch)
+
+
+def train_epoch(setup: Setup, run: Run, view: View, step, carry, epoch: jax.Array):
+    """One epoch of steps; its per-epoch metrics (and the parameters, when
+    tracking). `train_loss` is the mean data loss of the epoch's steps, each
+    from the step's own forward pass, as Keras reports it."""
+    x, y = view.data["x_train"], view.data["y_train"]
+    idx = batch_indices(setup, run, epoch)
+    key = jax.random.fold_in(run.dropout_key, epoch)
+    if idx is None:
+        params, opt_state, (_, loss) = step(*carry, x, y, key)
+        losses = loss[None]
+    else:
+        def minibatch(carry, inputs):
+            i, idx = inputs
+            params, opt_state, (_, loss) = step(*carry, x[idx], y[idx], jax.random.fold_in(key, i))
+            return (params, opt_state), loss
+
+        (params, opt_state), losses = jax.lax.scan(minibatch, carry, (jnp.arange(len(idx)), idx))
+    metrics = {"train_loss": jnp.mean(losses)}
+    metrics["test_loss"], metrics["test_acc"] = scores(setup, run, params, view.data["x_test"], run.data["y_test"],
+                                                       view.start)
+    metrics["diverged"] = ~jnp.isfinite(metrics["train_loss"])
+    if setup.tracking:
+        metrics["params"] = params
+    return (params, opt_state), metrics
+
+
+def strided_metrics(setup: Setup, run: Run, view: View, params) -> dict:
+    """The costly metrics of `setup.scored`, every `eval_every` epochs."""
+    out = {}
+    if "eval_acc" in setup.scored:
+        out["eval_acc"] = scores(setup, run, params, view.data["x_eval"], run.data["y_eval"], view.start)[1]
+    if "train_acc" in setup.scored:
+        out["train_acc"] = scores(setup, run, params, view.data["x_train"], run.data["y_train"], view.start)[1]
+    if "distinct_units" in setup.scored:
+        for i in range(len(setup.hidden)):
+            layer = params["layers"][i]
+            out[f"distinct_h{i + 1}"] = distinct_units(layer["kernel"][...], layer["bias"][...])
+    return out
+
+
+def train_phase(setup: Setup, run: Run, params, phase: Phase):
+    """Train one phase: the final parameters, per-epoch metrics (epochs,)
+    and the strided ones (epochs / eval_every,)."""
+    view = frozen_view(setup, run, params, phase.trainable)
+    loss = objective(setup, run, view.start)
+    step, tx = frozen_step(setup, {**run.values, "lr": phase.lr}, params, loss, phase.trainable, phase.head_lr,
+                           has_aux=True)
+    epoch = functools.partial(train_epoch, setup, run, view, step)
+
+    def block(carry, start):
+        carry, metrics = jax.lax.scan(epoch, carry, start + jnp.arange(setup.eval_every))
+        return carry, (metrics, strided_metrics(setup, run, view, carry[0]))
+
+    starts = jnp.arange(phase.first, phase.first + phase.epochs, setup.eval_every)
+    (params, _), (metrics, strided) = jax.lax.scan(block, (params, tx.init(params)), starts)
+    return params, jax.tree.map(lambda v: v.reshape(phase.epochs, *v.shape[2:]), metrics), strided
+
+
+def phases(setup: Setup, values: dict) -> list[Phase]:
+    """The head alone first when `head_first`, then the top `trainable` layers."""
+    head_first = [Phase(0, setup.head_first, 1, setup.head_lr, None)] if setup.head_first else []
+    return head_first + [Phase(setup.head_first, setup.epochs - setup.head_first, setup.trainable, values["lr"],
+                               None if setup.head_first else setup.head_lr)]
 
 
 def train_run(setup: Setup, values: dict[str, jax.Array],
@@ -381,135 +561,58 @@ def train_run(setup: Setup, values: dict[str, jax.Array],
     """Train one run; `values` holds its traced scalars (see `RUN_VALUES`).
 
     Returns `{"epochs": ...}`: per-epoch metrics of shape (epochs,)
-    (`eval_acc` is NaN off the stride) and per-run scalars of shape (); with
-    tracking also `"layers"`, per-layer measures (epochs, layers) or
-    (layers,), and `"weights"`, the sampled weights (records, layers, weights);
-    with `keep_params` also `"params"`, the final `flat_params`. With
+    (strided ones NaN off the stride) and per-run scalars of shape (); with
+    tracking also `"layers"` and `"weights"` (see `track`); with
+    `keep_params` also `"params"`, the final `flat_params`. With
     `setup.pretrained` the hidden layers start from `pretrained`'s row
     `values["seed"]`.
     """
-    seed_key = jax.random.key(values["seed"])
-    data = data_lib.sample(setup.task, jax.random.fold_in(jax.random.key(values["data_seed"]), DATA_STREAM),
-                           values["similarity"])
-    model = build_model(setup, values, jax.random.fold_in(seed_key, INIT_STREAM))
-    graphdef, params = nnx.split(model)
-    if setup.pretrained:
-        params = load_body(params, pretrained, values["seed"])
-    tracking = setup.tracking
-    subset = isinstance(setup.task, data_lib.Mixture)  # trains on a traced prefix of its training points
+    return train_from(setup, start_run(setup, values, pretrained))
 
-    def logits_of(params, x, drop=None):
-        return nnx.merge(graphdef, params)(x, drop)
 
-    def loss(params, x, y, key):
-        drop = dropout(key, setup.input_dropout, values["strength"]) if setup.regularizer == "dropout" else None
-        return loss_fn(setup, logits_of(params, x, drop), y) + penalty(setup, params, values["strength"])
-
-    def scores(params, x, y):
-        logits = logits_of(params, x)
-        return loss_fn(setup, logits, y), jnp.mean(jnp.argmax(logits, -1) == y)
-
-    def probe_outputs(params):
-        return nnx.merge(graphdef, params).outputs(data["x_eval"][:tracking.probe])
-
-    shuffle_key = jax.random.fold_in(seed_key, SHUFFLE_STREAM)
-    dropout_key = jax.random.fold_in(seed_key, DROPOUT_STREAM)
-
-    def strided_metrics(params):
-        """The costly metrics, computed only every `eval_every` epochs."""
-        out = {"eval_acc": scores(params, data["x_eval"], data["y_eval"])[1]}
-        for i in range(len(setup.hidden)):
-            layer = params["layers"][i]
-            out[f"distinct_h{i + 1}"] = distinct_units(layer["kernel"][...], layer["bias"][...])
-        return out
-
-    n_batches = setup.batches_per_epoch
-    batch = setup.batch_size or setup.task.n_train
-
-    def minibatches(index):
-        """Indices of this epoch's minibatches, (n_batches, batch): a fresh
-        permutation, cycled through a `Mixture`'s traced prefix."""
-        key = jax.random.fold_in(shuffle_key, index)
-        if not subset:
-            order = jax.random.permutation(key, setup.task.n_train)
-            return order[: n_batches * batch].reshape(n_batches, batch)
-        total = len(data["y_train"])
-        available = values["n_target"] * setup.task.classes
-        order = jnp.argsort(jnp.where(jnp.arange(total) < available, jax.random.uniform(key, (total,)), 2.0))
-        return order[jnp.arange(n_batches * batch) % available].reshape(n_batches, batch)
-
-    def run_phase(params, first: int, epochs: int, trainable: int | None, lr, head_lr):
-        """`epochs` epochs from epoch `first`, training the top `trainable`
-        layers at `lr` (the head at `head_lr`): per-epoch metrics and the
-        strided ones per block."""
-        step, tx = frozen_step(setup, {**values, "lr": lr}, params, loss, trainable, head_lr)
-
-        def epoch(carry, index):
-            keys = jax.random.split(jax.random.fold_in(dropout_key, index), n_batches)
-
-            def minibatch(carry, inputs):
-                idx, key = inputs
-                params, opt_state, value = step(*carry, data["x_train"][idx], data["y_train"][idx], key)
-                return (params, opt_state), value
-
-            (params, opt_state), batch_losses = jax.lax.scan(minibatch, carry, (minibatches(index), keys))
-            if subset:  # the mean minibatch loss of the epoch, as Keras reports it
-                metrics = {"train_loss": jnp.mean(batch_losses)}
-            else:
-                metrics = dict(zip(["train_loss", "train_acc"], scores(params, data["x_train"], data["y_train"])))
-            metrics.update(zip(["test_loss", "test_acc"], scores(params, data["x_test"], data["y_test"])))
-            metrics["diverged"] = ~jnp.isfinite(metrics["train_loss"])
-            if tracking:
-                metrics["params"] = params
-            return (params, opt_state), metrics
-
-        def block(carry, start):
-            """`eval_every` epochs, then the costly metrics once."""
-            carry, metrics = jax.lax.scan(epoch, carry, start + jnp.arange(setup.eval_every))
-            return carry, (metrics, strided_metrics(carry[0]))
-
-        starts = jnp.arange(first, first + epochs, setup.eval_every)
-        (params, _), out = jax.lax.scan(block, (params, tx.init(params)), starts)
-        return params, out
-
-    phases = [(setup.head_first, 1, setup.head_lr, None),
-              (setup.epochs - setup.head_first, setup.trainable, values["lr"],
-               None if setup.head_first else setup.head_lr)]
-    final, outs, first = params, [], 0
-    for epochs, trainable, lr, head_lr in phases:
-        if epochs:
-            final, out = run_phase(final, first, epochs, trainable, lr, head_lr)
-            outs.append(out)
-            first += epochs
-    metrics, strided = jax.tree.map(lambda *parts: jnp.concatenate(parts), *outs)
-    metrics = jax.tree.map(lambda v: v.reshape(setup.epochs, *v.shape[2:]), metrics)
+def train_from(setup: Setup, run: Run) -> dict[str, dict | jax.Array]:
+    """`train_run` from a started run."""
+    params, parts = run.initial, []
+    for phase in phases(setup, run.values):
+        params, metrics, strided = train_phase(setup, run, params, phase)
+        parts.append((metrics, strided))
+    metrics, strided = jax.tree.map(lambda *p: jnp.concatenate(p), *parts)
     for k, v in strided.items():  # NaN between the scored epochs
         metrics[k] = jnp.full(setup.epochs, jnp.nan).at[setup.eval_every - 1::setup.eval_every].set(v)
-    metrics["bayes_acc"] = data["bayes_acc"]
+    metrics["bayes_acc"] = run.data["bayes_acc"]
     out = {"epochs": metrics}
     if setup.keep_params:
-        out["params"] = flat_params(final)
-    if not tracking:
-        return out
+        out["params"] = flat_params(params)
+    if setup.tracking:
+        out.update(track(setup, run, params, metrics.pop("params")))
+    return out
 
-    history = metrics.pop("params")
-    probed = jax.vmap(probe_outputs)(jax.tree.map(lambda v: v[tracking.probe_epochs(setup.epochs)], history))
-    layers, sampled = weight_measures(setup, kernels(params), kernels(history), probe_outputs(final), probed)
+
+def track(setup: Setup, run: Run, final, history) -> dict:
+    """Per-layer measures (epochs, layers) and, after training, the accuracy
+    with each layer reset to its initial weights (Zhang et al., 2019),
+    (layers,); the sampled weights (records, layers, weights)."""
+    probe = run.data["x_eval"][:setup.tracking.probe]
+    probed = jax.tree.map(lambda v: v[setup.tracking.probe_epochs(setup.epochs)], history)
+    outs = jax.vmap(lambda p: outputs(setup, run, p, probe))(probed)
+    layers, sampled = weight_measures(setup, kernels(run.initial), kernels(history), outputs(setup, run, final, probe), outs)
 
     def reset(i):
-        """Accuracy with layer i back at its initial weights (Zhang et al., 2019)."""
         mixed = jax.tree_util.tree_map_with_path(lambda path, p, p0: p0 if path[1].key == i else p,
-                                                 final, params)
-        return scores(mixed, data["x_eval"], data["y_eval"])[1]
+                                                 final, run.initial)
+        return scores(setup, run, mixed, run.data["x_eval"], run.data["y_eval"])[1]
 
     layers["reset_acc"] = jnp.stack([reset(i) for i in range(len(setup.hidden) + 1)])
-    return {**out, "layers": layers, "weights": sampled}
+    return {"layers": layers, "weights": sampled}
 
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
     compile_s: float
     train_s: float
+    batch_runs: int  # runs trained together on each device
+    cache_hits: int = 0  # programs loaded from the persistent compilation cache
+    cache_misses: int = 0  # programs compiled and written to it
 
 
 @functools.lru_cache(maxsize=32)
@@ -518,9 +621,14 @@ def _compiled(setup: Setup, devices: tuple, n_runs: int, batch_runs: int, pretra
     pretrained arrays, which every device receives whole."""
     mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
 
+    def batch(values, weights):
+        runs = jax.lax.map(lambda v: start_run(setup, v, weights), values)
+        return jax.vmap(functools.partial(train_from, setup))(runs)
+
     def per_device(values, weights):
-        return jax.lax.map(lambda v: train_run(setup, v, weights), values,
-                           batch_size=batch_runs if batch_runs > 1 else None)
+        batches = jax.tree.map(lambda v: v.reshape(-1, batch_runs), values)
+        out = jax.lax.map(lambda v: batch(v, weights), batches)
+        return jax.tree.map(lambda v: v.reshape(-1, *v.shape[2:]), out)
 
     program = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P("runs"), P()), out_specs=P("runs"),
                                       check_vma=False))
@@ -531,7 +639,7 @@ def _compiled(setup: Setup, devices: tuple, n_runs: int, batch_runs: int, pretra
 
 
 def train_grid(setup: Setup, values: dict[str, Sequence], *, pretrained: Sequence[np.ndarray] = (),
-               devices: Sequence | None = None, batch_runs: int = 1) -> tuple[dict, Timing]:
+               devices: Sequence | None = None, batch_runs: int | None = None) -> tuple[dict, Timing]:
     """Train every run of a grid in one compiled program.
 
     `values` maps each key of `RUN_VALUES` (those in `OPTIONAL` default to
@@ -540,18 +648,24 @@ def train_grid(setup: Setup, values: dict[str, Sequence], *, pretrained: Sequenc
     pretrained networks stacked by seed. Returns `train_run`'s output with a
     leading `runs` axis on every array, and the compile and training times.
     Runs are padded to a multiple of the device count (copies of the last
-    run) and the padding dropped.
+    run) and the padding dropped. Each device trains `batch_runs` runs at a
+    time (vmapped); by default all of its runs on a GPU, one on a CPU, where
+    batching gains nothing (the README's measurements).
     """
     devices = tuple(devices or jax.devices())
     n_runs = len(values["seed"])
+    if batch_runs is None:
+        batch_runs = 1 if devices[0].platform == "cpu" else -(-n_runs // len(devices))
     shard = len(devices) * batch_runs
     padded = -(-n_runs // shard) * shard
     start = time.perf_counter()
     if setup.pretrained != bool(pretrained):
         raise ValueError("pass pretrained weights exactly when setup.pretrained is set")
+    hits, misses = devices_lib.cache_counts()
     program, sharding, replicated = _compiled(setup, devices, padded, batch_runs,
                                               tuple(np.shape(w) for w in pretrained))
     compiled = time.perf_counter()
+    hits, misses = (now - before for now, before in zip(devices_lib.cache_counts(), (hits, misses)))
     args = {k: np.asarray(values[k] if k in values or k not in OPTIONAL else np.zeros(n_runs), dtype=dt)
             for k, dt in RUN_VALUES.items()}
     args = {k: jax.device_put(np.pad(v, (0, padded - n_runs), mode="edge"), sharding)
@@ -563,4 +677,4 @@ def train_grid(setup: Setup, values: dict[str, Sequence], *, pretrained: Sequenc
         from jax.experimental import multihost_utils
         out = multihost_utils.process_allgather(out, tiled=True)
     metrics = jax.tree.map(lambda v: np.asarray(v)[:n_runs], out)
-    return metrics, Timing(compile_s=compiled - start, train_s=trained - compiled)
+    return metrics, Timing(compiled - start, trained - compiled, batch_runs, hits, misses)

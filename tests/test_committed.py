@@ -5,15 +5,14 @@ parquet files unchanged: what a reader cites is what the results say.
 import shutil
 from pathlib import Path
 
-import experiments
-from study import cli, figures
+from study import cli, figures, registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_committed_figures_and_report_regenerate_unchanged(tmp_path):
     regenerated = {f"{module.NAME}-{figure.name}.csv": figures.csv_text(figure)
-                   for module in experiments.REGISTRY.values() for figure in module.figures(cli.load(module, ROOT))}
+                   for module in registry.experiments().values() for figure in module.figures(cli.load(module, ROOT))}
     committed = {path.name: path.read_text() for path in (ROOT / "figures").glob("*.csv")}
     assert committed and sorted(committed) == sorted(regenerated)
     for name, text in committed.items():

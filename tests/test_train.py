@@ -12,7 +12,7 @@ from study.data import TwoGaussians
 # One small setup shared by the tests, so its programs compile once per shape.
 SETUP = train.Setup(task=TwoGaussians(n_eval=500), hidden=(8,), loss="mse", optimizer="sgd",
                     schemes=("glorot_uniform", "zeros", "normal_10"), activations=("relu", "sigmoid"),
-                    epochs=6, evals=3, batch_size=64)
+                    epochs=6, evals=3, batch_size=64, scored=train.STRIDED)
 # seed, data_seed, init, activation, lr: a plain run, a constant-0 sigmoid run,
 # a run diverging under a huge learning rate, another seed.
 GRID = {"seed": [0, 0, 1, 2], "data_seed": [0, 0, 1, 2], "init": [0, 1, 2, 0],
@@ -99,3 +99,12 @@ def test_setup_rejects_bad_values():
         train.Setup(activations=("gelu",))
     with pytest.raises(ValueError, match="unknown initialization 'xavier'"):
         train.Setup(schemes=("xavier",))
+
+
+def test_vmapped_runs_equal_runs_one_at_a_time(grid):
+    """`batch_runs` trains runs together (vmap) after starting each alone:
+    the same numbers to float32 rounding, the diverged run included."""
+    batched = train.train_grid(SETUP, GRID, batch_runs=2)[0]["epochs"]
+    for name, values in grid.items():
+        np.testing.assert_allclose(batched[name], values, rtol=1e-4, atol=1e-5, err_msg=name)
+
