@@ -72,6 +72,8 @@ def cell_verdict(ci: Interval, threshold: float, claimed: str) -> str:
     """`claimed` is "above" or "below" `threshold`: reproduced when the whole
     interval lies on the claimed side, contradicted when it lies on the other,
     inconclusive when it straddles."""
+    if claimed not in ("above", "below"):
+        raise ValueError(f"claimed must be 'above' or 'below', got {claimed!r}")
     if not np.isfinite(ci.mean):
         return "inconclusive"
     above, below = ci.lo > threshold, ci.hi < threshold

@@ -344,13 +344,6 @@ def layer_labels(params, trainable: int | None, head: bool = False):
     return jax.tree_util.tree_map_with_path(label, params)
 
 
-def freeze(params, labels):
-    """Frozen parameters behind `stop_gradient`: the gradient is taken with
-    respect to the trained ones only, so XLA drops the frozen layers' weight
-    gradients and the whole backward pass below the lowest trained layer."""
-    return jax.tree.map(lambda p, label: jax.lax.stop_gradient(p) if label == "frozen" else p, params, labels)
-
-
 def flat_params(params) -> tuple[jax.Array, ...]:
     """(kernel, bias) of every layer, input layer first: how weights leave and enter a program."""
     return tuple(layer[name][...] for layer in params["layers"].values() for name in ("kernel", "bias"))
@@ -372,8 +365,10 @@ def frozen_step(setup: Setup, values: dict, params, loss, trainable: int | None,
                 has_aux: bool = False):
     """The step and optimizer that train only the top `trainable` layers
     (None: all) of `params`, the output layer at `head_lr` if given;
-    `loss(params, *batch)` as for `make_step`. `optax.partition` hands each optimizer only its
-    own leaves, so frozen ones get no optimizer state and a zero update."""
+    `loss(params, *batch)` as for `make_step`. `optax.partition` hands each
+    optimizer only its own leaves, so frozen ones get no optimizer state and
+    a zero update; their gradients, never used, are left out of the compiled
+    step, with the backward pass below the lowest trained layer."""
     tx = optimizer(setup, values, params)
     if trainable is None and head_lr is None:
         return make_step(loss, tx, has_aux), tx
@@ -382,9 +377,6 @@ def frozen_step(setup: Setup, values: dict, params, loss, trainable: int | None,
     if head_lr is not None:
         transforms["head"] = optimizer(setup, {**values, "lr": head_lr}, params)
     tx = optax.partition(transforms, labels)
-    if trainable is not None:
-        unfrozen = loss
-        loss = lambda p, *batch: unfrozen(freeze(p, labels), *batch)  # noqa: E731
     return make_step(loss, tx, has_aux), tx
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.stats import Interval, cell_verdict, mean_ci, overall_verdict, summarize
+from study.stats import Interval, at_last_epoch, cell_verdict, mean_ci, overall_verdict, summarize
 
 T_975_3 = 3.182446305284263  # Student-t 97.5% quantile, 3 degrees of freedom
 HALF_1234 = T_975_3 * math.sqrt(5 / 3) / 2  # s = sqrt(5/3) for [1, 2, 3, 4], over sqrt(4)
@@ -73,6 +73,17 @@ ABOVE, BELOW, STRADDLE = Interval(0.6, 0.55, 0.65, 8), Interval(0.4, 0.35, 0.45,
 ])
 def test_cell_verdict(ci, claimed, verdict):
     assert cell_verdict(ci, 0.5, claimed) == verdict
+
+
+def test_cell_verdict_rejects_an_unknown_direction():
+    with pytest.raises(ValueError, match="'abov'"):
+        cell_verdict(ABOVE, 0.5, "abov")
+
+
+def test_at_last_epoch_keeps_each_runs_last_row_whatever_the_row_order():
+    frame = pd.DataFrame({"seed": [0, 0, 0, 1, 1], "epoch": [3, 1, 2, 1, 2], "acc": [0.9, 0.5, 0.7, 0.6, 0.8]})
+    last = at_last_epoch(frame, ["seed"])
+    assert last["epoch"].tolist() == [3, 2] and last["acc"].tolist() == [0.9, 0.8]
 
 
 @pytest.mark.parametrize("cells, verdict", [

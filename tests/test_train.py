@@ -1,4 +1,7 @@
-"""The training engine: the S-step, batched and sharded grids, determinism."""
+"""The training engine: the S-step, batched and sharded grids, determinism,
+and metrics that score the data they name."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from study import data as data_lib
 from study import train
 from study.data import TwoGaussians
 
@@ -108,3 +112,23 @@ def test_vmapped_runs_equal_runs_one_at_a_time(grid):
     for name, values in grid.items():
         np.testing.assert_allclose(batched[name], values, rtol=1e-4, atol=1e-5, err_msg=name)
 
+
+
+def test_accuracies_score_the_samples_they_name():
+    """From the kept final weights, by hand: `test_acc` is the accuracy on
+    the 100-point split, `eval_acc` on the large sample and `train_acc` on
+    the training points (each to one point of its sample: float rounding may
+    flip a near-tie)."""
+    out = train.train_grid(dataclasses.replace(SETUP, keep_params=True), GRID)[0]
+    run = 0  # ReLU, trained
+    data = data_lib.sample(SETUP.task, jax.random.fold_in(jax.random.key(GRID["data_seed"][run]), train.DATA_STREAM))
+    w0, b0, w1, b1 = (np.asarray(p[run]) for p in out["params"])
+
+    def accuracy(split):
+        hidden = np.maximum(np.asarray(data[f"x_{split}"]) @ w0 + b0, 0)
+        return np.mean(np.argmax(hidden @ w1 + b1, -1) == np.asarray(data[f"y_{split}"]))
+
+    by_hand = {split: accuracy(split) for split in ("train", "test", "eval")}
+    assert abs(by_hand["test"] - by_hand["eval"]) > 0.01  # so a mix-up of the two shows
+    for split, n in [("train", 400), ("test", 100), ("eval", 500)]:
+        assert out["epochs"][f"{split}_acc"][run, -1] == pytest.approx(by_hand[split], abs=1 / n + 1e-6), split

@@ -2,6 +2,8 @@
 layers (bit-identical, no optimizer state, no backward pass), the staged
 recipe's phases and pretrained bodies entering the compiled grid."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -131,3 +133,22 @@ def test_setup_rejects_impossible_transfer_settings():
     with pytest.raises(ValueError, match="pass pretrained weights"):
         train.train_grid(small_setup(pretrained=True), {"seed": [0], "data_seed": [0], "init": [0],
                                                         "activation": [0], "lr": [0.1]})
+
+
+def test_frozen_features_computed_once_train_the_same_head(staged):
+    """A head on a frozen body trains on the body's outputs, computed once
+    per phase; with the shortcut off (dropout at rate 0 needs the full
+    forward pass at every step) the run ends with the same head."""
+    pretrained, _ = staged
+    shortcut = small_setup(pretrained=True, trainable=1, keep_params=True)
+    full = dataclasses.replace(shortcut, regularizer="dropout", input_dropout=0.0)
+    values = {"seed": [0, 1], "data_seed": [0, 1], "init": [0, 0], "activation": [0, 0], "lr": [0.1, 0.1],
+              "strength": [0.0, 0.0], "n_target": [2, 20], "similarity": [1.0, 0.0]}
+    fast, slow = (train.train_grid(s, values, pretrained=pretrained)[0] for s in (shortcut, full))
+    run = train.start_run(shortcut, {k: v[0] for k, v in values.items()}, pretrained)
+    assert [train.frozen_view(shortcut, run, run.initial, k).start for k in (1, 2, None)] == [2, 1, 0]
+    assert train.frozen_view(full, run, run.initial, 1).start == 0
+    for a, b in zip(fast["params"], slow["params"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fast["epochs"]["train_loss"], slow["epochs"]["train_loss"], rtol=1e-5)
+    assert (fast["epochs"]["train_loss"][:, -1] < fast["epochs"]["train_loss"][:, 0]).all()  # the head learns
