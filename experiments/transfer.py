@@ -141,28 +141,32 @@ def cell_name(n: int, s: float) -> str:
 
 
 def phase_diagram(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (size, similarity): the arm with the best mean final accuracy, the
-    runner-up, and the paired margin between them with its interval."""
+    """Per (size, similarity): the arm with the best mean final accuracy and
+    the runner-up, chosen on the even seeds, and the paired margin between
+    them with its interval on the odd seeds."""
     rows = []
     for (n, s), _ in runs.groupby(["n_target", "similarity"]):
         table = by_seed(runs, n, s)
-        best, second = table.mean().sort_values(ascending=False).index[:2]
-        ci = stats.mean_ci(table[best] - table[second])
+        selects = stats.selection_half(table.index)
+        best, second = table[selects].mean().sort_values(ascending=False).index[:2]
+        ci = stats.bootstrap_ci((table[best] - table[second])[~selects])
         rows.append({"n_target": n, "similarity": s, "best": best, "runner_up": second, "accuracy": table[best].mean(),
                      "margin": ci.mean, "lo": ci.lo, "hi": ci.hi, "n": ci.n, "excludes_zero": bool(ci.lo > 0)})
     return pd.DataFrame(rows)
 
 
-def versus(runs: pd.DataFrame, arm: str, other: str | None, cells, *, value: str = "eval_acc",
-           threshold: float = 0.0, claimed: str = "above") -> list[report.Cell]:
-    """Per cell: `arm` minus `other` (None: the best other arm by mean), paired by seed."""
-    out = []
+def versus(runs: pd.DataFrame, arm: str, other: str | None, cells, value: str = "eval_acc") -> dict[str, pd.Series]:
+    """Per cell: `arm` minus `other`, paired by seed; with `other` None, minus
+    the best other arm by its mean on the even seeds, on the odd seeds."""
+    out = {}
     for n, s in cells:
         table = by_seed(runs, n, s, value)
-        rival = other or table.drop(columns=arm).mean().idxmax()
-        ci = stats.mean_ci(table[arm] - table[rival])
-        label = cell_name(n, s) + ("" if other else f" (vs {rival})")
-        out.append(report.Cell(label, ci, stats.cell_verdict(ci, threshold, claimed)))
+        if other:
+            out[cell_name(n, s)] = table[arm] - table[other]
+            continue
+        selects = stats.selection_half(table.index)
+        rival = table.drop(columns=arm)[selects].mean().idxmax()
+        out[f"{cell_name(n, s)} (vs {rival})"] = (table[arm] - table[rival])[~selects]
     return out
 
 
@@ -175,12 +179,11 @@ def scenario_cells(runs: pd.DataFrame) -> dict[tuple[str, str], list[tuple]]:
             for size in ("small", "large") for sim in ("similar", "dissimilar")}
 
 
-def step_ratio(runs: pd.DataFrame, slow: str, fast: str) -> report.Cell:
+def step_ratio(runs: pd.DataFrame, slow: str, fast: str) -> dict[str, stats.Interval]:
     """One timing per program, so the 'interval' is the measured ratio itself."""
     times = runs.groupby("arm")["step_time_s"].first()
     ratio = float(times[slow] / times[fast])
-    ci = stats.Interval(ratio, ratio, ratio, 1)
-    return report.Cell(f"{slow} / {fast}", ci, stats.cell_verdict(ci, 1.5, "above"))
+    return {f"{slow} / {fast}": stats.Interval(ratio, ratio, ratio, 1)}
 
 
 def claims(runs: pd.DataFrame, source: pd.DataFrame) -> list[report.Claim]:
@@ -193,60 +196,60 @@ def claims(runs: pd.DataFrame, source: pd.DataFrame) -> list[report.Claim]:
               (("small", "dissimilar"), "feature_extraction_early", "a linear classifier on an earlier layer"),
               (("large", "dissimilar"), "scratch", "train from scratch")]
     final = stats.at_last_epoch(source, ["model", "seed"]).pivot(index="seed", columns="model", values="eval_acc")
-    gap = stats.mean_ci(final["mlp"] - final["linear"])
-    out = [report.Claim("this study (design check)", "The source task needs the hidden layers.", "none",
+    out = [report.Claim("this study", "The source task needs the hidden layers.", "none",
                         "the source MLP's final large-sample accuracy minus a linear classifier's on the raw "
                         "inputs, paired by seed; claimed above 10 points.",
-                        [report.Cell("source task", gap, stats.cell_verdict(gap, 0.10, "above"))], stats.points),
-           report.Claim("this study (design check)", "Frozen source features are worth less as similarity falls.",
+                        {"source task": final["mlp"] - final["linear"]}, 0.10, "above", stats.points,
+                        design_check=True),
+           report.Claim("this study", "Frozen source features are worth less as similarity falls.",
                         "none", "feature_extraction's final accuracy at similarity 1 minus at similarity 0, paired "
                         "by seed, per size; claimed above 0.",
-                        [report.Cell(f"n = {n}/class", ci := stats.mean_ci(
-                            by_seed(runs, n, sims[-1])["feature_extraction"] - by_seed(runs, n, sims[0])[
-                                "feature_extraction"]), stats.cell_verdict(ci, 0.0, "above")) for n in sizes],
-                        stats.points)]
+                        {f"n = {n}/class": by_seed(runs, n, sims[-1])["feature_extraction"]
+                         - by_seed(runs, n, sims[0])["feature_extraction"] for n in sizes}, 0.0, "above",
+                        stats.points, design_check=True)]
     for (size, sim), arm, words in advice:
         out.append(report.Claim("S-questions", f"{size.capitalize()} and {sim} target: {words}.", "none given",
                                 f"final large-sample accuracy of {arm} minus the best other strategy in the cell "
-                                "(chosen by its mean), paired by seed; claimed above 0.",
-                                versus(runs, arm, None, scenarios[(size, sim)]), stats.points))
+                                "(chosen by its mean on the even seeds), paired by seed on the odd seeds; claimed "
+                                "above 0.", versus(runs, arm, None, scenarios[(size, sim)]), 0.0, "above",
+                                stats.points))
     out += [
         report.Claim("S-questions", "Large and dissimilar: fine-tuning often still helps over training from scratch.",
                      "none given", f"final accuracy of finetune_all at the from-scratch rate {LR:g} minus scratch "
                      "(the same training from random weights); claimed above 0.",
-                     versus(runs, NO_FREEZE, "scratch", scenarios[("large", "dissimilar")]), stats.points),
+                     versus(runs, NO_FREEZE, "scratch", scenarios[("large", "dissimilar")]), 0.0, "above", stats.points),
         report.Claim("S-questions, S-tricks", "Fine-tune pretrained weights with a small learning rate.", "none given",
                      f"final accuracy of finetune_all with the pretrained layers at {SMALL_LR:g} minus at "
                      f"{LARGE_LR:g} (the new head at {LR:g} in both); claimed above 0.",
-                     versus(runs, f"finetune_all lr={SMALL_LR:g}", f"finetune_all lr={LARGE_LR:g}", corners),
+                     versus(runs, f"finetune_all lr={SMALL_LR:g}", f"finetune_all lr={LARGE_LR:g}", corners), 0.0, "above",
                      stats.points),
         report.Claim("S-tricks", "Leave the first layers alone (freeze them).", "none given",
                      f"final accuracy with the first layer frozen (finetune_top k={LAYERS - 1}) minus with "
                      f"none frozen (finetune_all, same rate {LR:g}); claimed above 0.",
-                     versus(runs, f"finetune_top k={LAYERS - 1}", NO_FREEZE, corners), stats.points),
+                     versus(runs, f"finetune_top k={LAYERS - 1}", NO_FREEZE, corners), 0.0, "above", stats.points),
         report.Claim("S-tfjs", "Freezing the feature layers lowers the loss after the first epoch.", "0.27 vs 0.37",
                      f"mean minibatch loss of the first epoch, frozen ({FROZEN}) minus not frozen ({NO_FREEZE}), at "
                      "the largest size; claimed below 0.",
-                     versus(runs, FROZEN, NO_FREEZE, largest, value="first_train_loss", claimed="below"),
+                     versus(runs, FROZEN, NO_FREEZE, largest, value="first_train_loss"), 0.0, "below",
                      lambda ci: ci.format(digits=3)),
         report.Claim("S-tfjs", "Freezing raises the accuracy after the first epoch.", "0.91 vs 0.87",
                      "test-split accuracy after the first epoch, frozen minus not frozen; claimed above 0.",
-                     versus(runs, FROZEN, NO_FREEZE, largest, value="first_test_acc"), stats.points),
+                     versus(runs, FROZEN, NO_FREEZE, largest, value="first_test_acc"), 0.0, "above", stats.points),
         report.Claim("S-tfjs", "Freezing gives a higher final accuracy.", "about 0.968 vs 0.945",
                      "final large-sample accuracy, frozen minus not frozen; claimed above 0.",
-                     versus(runs, FROZEN, NO_FREEZE, largest), stats.points),
+                     versus(runs, FROZEN, NO_FREEZE, largest), 0.0, "above", stats.points),
         report.Claim("S-tfjs", "Training without freezing takes about twice as long.", "about 60 s vs 30 s",
                      "training time per step of the whole program (evaluation included), not frozen over "
                      "frozen; one timing per program, so the interval is the ratio itself; claimed above 1.5.",
-                     [step_ratio(runs, NO_FREEZE, FROZEN)], lambda ci: f"{ci.mean:.2f}x"),
+                     step_ratio(runs, NO_FREEZE, FROZEN), 1.5, "above", lambda ci: f"{ci.mean:.2f}x"),
         report.Claim("S-finetune", "Training the head first, then the top block with a very small rate, beats "
                      "feature extraction.", "93% validation accuracy",
                      "final accuracy of staged minus feature_extraction; claimed above 0.",
-                     versus(runs, "staged", "feature_extraction", corners), stats.points),
+                     versus(runs, "staged", "feature_extraction", corners), 0.0, "above", stats.points),
         report.Claim("S-tricks", "An output layer wider than the class count helps.", "none given",
                      f"final accuracy of wide_head ({WIDE} outputs for {TARGET_TASK.classes} classes) minus "
                      f"finetune_all at the same rate {LR:g}; claimed above 0.",
-                     versus(runs, "wide_head", NO_FREEZE, corners), stats.points),
+                     versus(runs, "wide_head", NO_FREEZE, corners), 0.0, "above", stats.points),
     ]
     return out
 

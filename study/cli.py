@@ -87,8 +87,32 @@ def cmd_report(args) -> None:
     modules = registry.experiments().values()
     loaded = [load(m, args.out) for m in modules]
     sections = [(m.section(res), res.metadata) for m, res in zip(modules, loaded)]
-    paths = report.write(report.render(sections), args.out)
+    paths = report.write(report.render(sections), report.claims_frame([s for s, _ in sections]), args.out)
     log(f"wrote {', '.join(map(str, paths))}")
+
+
+def cmd_verify(args) -> int:
+    """Rerun one experiment at its committed config and compare: 1 when a
+    claim's verdict changed."""
+    module = registry.get(args.name)
+    committed = load(module, args.out)
+    config = committed.metadata["config"]
+    devices.configure()
+    programs = module.plan(seeds=config["seeds"], epochs=config["epochs"], quick=config["quick"])
+    rerun = runner.run(module.NAME, programs, config, progress=log)
+    for table, column, diff in results.differences(committed, rerun):
+        print(f"{module.NAME}{'-' + table if table else ''}.{column}: largest absolute difference {diff:.3g}")
+    changed, cells = 0, []
+    claims = list(zip(module.section(committed).claims, module.section(rerun).claims))
+    for i, (before, after) in enumerate(claims, 1):
+        if before.result.verdict != after.result.verdict:
+            changed += 1
+            print(f"claim {i} ({before.text}): {before.result.verdict} -> {after.result.verdict}")
+        cells += [f"claim {i}, {a.label}: {a.verdict} -> {b.verdict}"
+                  for a, b in zip(before.result.cells, after.result.cells) if a.verdict != b.verdict]
+    print("\n".join(cells) or "no cell verdict changed")
+    print(f"{len(claims) - changed} of {len(claims)} verdicts unchanged")
+    return 1 if changed else 0
 
 
 def cmd_all(args) -> None:
@@ -145,6 +169,8 @@ def build_parser() -> Parser:
     add("figures", cmd_figures, "draw figures/NAME-*.png|svg|csv from the results")
     add("report", cmd_report, "write paper/report.md and paper/report.html", experiment=False)
     add("all", cmd_all, "run, figures and report", experiment=False, training=True)
+    add("verify", cmd_verify, "rerun an experiment at its committed config and compare data and verdicts "
+        "(exit 1 when a verdict changed)")
     bench = sub.add_parser("bench", help="time a workload, compilation included (no compilation cache)")
     bench.add_argument("workload", choices=BENCHMARKS, help="peer: the peer workload (16 seeds x 11 schemes, "
                        "1000 full-batch epochs); grid: the initialization grid against the matmul floor and a "
@@ -164,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if getattr(args, "name", None) not in (None, "all"):
             registry.get(args.name)
-        args.func(args)
+        status = args.func(args) or 0
     except UsageError as err:
         print(f"study: error: {err}", file=sys.stderr)
         return 2
@@ -175,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         print("study: interrupted; files already written are complete, the rest were not written",
               file=sys.stderr)
         return 130
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -1,15 +1,20 @@
 """The report: a section per question, built from parquet results only.
 
-Each experiment turns its frame into a `Section` (claims with their cells,
-tables, figure references); this module renders sections to Markdown and a
-standalone HTML file with the figures embedded. Nothing here trains, and
-nothing is typed by hand: every number comes from the results.
+Each experiment turns its frame into a `Section` (claims as specs with
+their cells' per-seed values, tables, figure references); `stats.evaluate`
+turns every claim into intervals and verdicts, and this module renders the
+sections to Markdown, a standalone HTML file with the figures embedded and
+`claims.csv`, one row per claim and cell. Every claim has a citable id,
+`q<question>-claim-<number>`, and an anchor of that name in the HTML.
+Nothing here trains, and nothing is typed by hand: every number comes from
+the results.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -21,25 +26,25 @@ from study import stats
 from study.results import ResultsError, atomic_write
 
 
-@dataclasses.dataclass(frozen=True)
-class Cell:
-    label: str  # e.g. "stated / relu"
-    interval: stats.Interval
-    verdict: str
-
-
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(eq=False)
 class Claim:
+    """A claim as data: what the source says, what we measure, and per cell
+    (label -> per-seed values, paired where two arms are compared; or a
+    `stats.Interval` measured once) the statistic that decides it."""
+
     source: str
     text: str
     source_number: str  # the source's own number, or "none given"
     statistic: str  # what we measure, and the threshold that decides
-    cells: list[Cell]
+    cells: dict[str, object]
+    threshold: float
+    claimed: str  # "above" or "below" the threshold
     fmt: Callable[[stats.Interval], str]
+    design_check: bool = False  # a check of the study's own design, not a source's claim
 
-    @property
-    def verdict(self) -> str:
-        return stats.overall_verdict([c.verdict for c in self.cells])
+    @functools.cached_property
+    def result(self) -> stats.Evaluation:
+        return stats.evaluate(self.cells, self.threshold, self.claimed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,21 +64,64 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def claims_table(claims: list[Claim]) -> str:
+def claim_id(question: int, i: int) -> str:
+    return f"q{question}-claim-{i}"
+
+
+def verdict_text(claim: Claim) -> str:
+    result = claim.result
+    return f"**{result.verdict}**" + (" (fragile)" if result.fragile else "")
+
+
+def claims_table(question: int, claims: list[Claim]) -> str:
     rows = pd.DataFrame([{
-        "#": i, "source": c.source, "claim": c.text, "source's number": c.source_number,
-        "our measurement (cells reproduced / decided / all)": (
-            f"{sum(x.verdict == 'reproduced' for x in c.cells)} / "
-            f"{sum(x.verdict != 'inconclusive' for x in c.cells)} / {len(c.cells)}"),
-        "verdict": f"**{c.verdict}**"} for i, c in enumerate(claims, 1)])
+        "#": f"[{i}](#{claim_id(question, i)})",
+        "source": "design check" if c.design_check else c.source, "claim": c.text,
+        "source's number": c.source_number,
+        "cells reproduced / decided / all": (
+            f"{sum(x.verdict == 'reproduced' for x in c.result.cells)} / "
+            f"{sum(x.verdict != 'inconclusive' for x in c.result.cells)} / {len(c.result.cells)}"),
+        "verdict": verdict_text(c), "stability": f"{c.result.stability:.0%}"} for i, c in enumerate(claims, 1)])
     return markdown_table(rows)
 
 
-def claim_detail(i: int, claim: Claim) -> str:
-    rows = pd.DataFrame([{"cell": c.label, "mean [95% CI]": claim.fmt(c.interval), "n": c.interval.n,
-                          "verdict": c.verdict} for c in claim.cells])
-    return (f"**Claim {i}. {claim.text}** ({claim.source}). Statistic: {claim.statistic} "
-            f"Verdict: **{claim.verdict}**.\n\n{markdown_table(rows)}\n")
+def claim_detail(question: int, i: int, claim: Claim) -> str:
+    result = claim.result
+    rows = pd.DataFrame([{"cell": c.label, f"mean [{result.level:.1%} CI]": claim.fmt(c.interval),
+                          "n": c.interval.n, "verdict": c.verdict} for c in result.cells])
+    kind = "Design check" if claim.design_check else "Claim"
+    return (f'<a id="{claim_id(question, i)}"></a>\n\n**{kind} {i}. {claim.text}** ({claim.source}). '
+            f"Statistic: {claim.statistic} Verdict: {verdict_text(claim)}, kept in "
+            f"{result.stability:.0%} of seed resamples.\n\n{markdown_table(rows)}\n")
+
+
+def claims_frame(sections: list[Section]) -> pd.DataFrame:
+    """One row per claim and cell: what a reader cites (`paper/claims.csv`)."""
+    rows = []
+    for question, section in enumerate(sections, 1):
+        for i, claim in enumerate(section.claims, 1):
+            result = claim.result
+            for cell in result.cells:
+                rows.append({"id": claim_id(question, i), "question": f"Q{question}",
+                             "kind": "design check" if claim.design_check else "claim", "source": claim.source,
+                             "claim": claim.text, "source_number": claim.source_number,
+                             "statistic": claim.statistic, "threshold": claim.threshold,
+                             "claimed": claim.claimed, "cell": cell.label, "estimate": cell.interval.mean,
+                             "lo": cell.interval.lo, "hi": cell.interval.hi, "level": result.level,
+                             "n": cell.interval.n, "cell_verdict": cell.verdict, "verdict": result.verdict,
+                             "stability": result.stability, "fragile": result.fragile})
+    return pd.DataFrame(rows)
+
+
+def summary(sections: list[Section]) -> str:
+    """Verdict counts per question, the fragile verdicts named."""
+    rows = []
+    for question, section in enumerate(sections, 1):
+        verdicts = [c.result.verdict for c in section.claims]
+        fragile = [f"[{i}](#{claim_id(question, i)})" for i, c in enumerate(section.claims, 1) if c.result.fragile]
+        rows.append({"question": f"[Q{question}. {section.title}](#q{question})",
+                     **{v: verdicts.count(v) for v in stats.VERDICTS}, "fragile": ", ".join(fragile) or "none"})
+    return markdown_table(pd.DataFrame(rows))
 
 
 def model_table(metadata: dict) -> str:
@@ -106,9 +154,9 @@ def provenance(metadata: dict) -> str:
 
 
 def render_section(number: int, section: Section, metadata: dict) -> str:
-    parts = [f"## Q{number}. {section.title}\n", section.intro, "\n### Claims and verdicts\n",
-             claims_table(section.claims), ""]
-    parts += [claim_detail(i, c) for i, c in enumerate(section.claims, 1)]
+    parts = [f'<a id="q{number}"></a>\n\n## Q{number}. {section.title}\n', section.intro,
+             "\n### Claims and verdicts\n", claims_table(number, section.claims), ""]
+    parts += [claim_detail(number, i, c) for i, c in enumerate(section.claims, 1)]
     for stem, caption in section.figures:
         parts.append(f"![{caption}](../figures/{stem}.png)\n\n*Figure {stem}: {caption}*\n")
     for caption, table in section.tables:
@@ -121,10 +169,12 @@ def render_section(number: int, section: Section, metadata: dict) -> str:
 
 def render(sections: list[tuple[Section, dict]]) -> str:
     head = ("# Deep-learning details, re-measured\n\n"
-            "Each claim of the sources stands beside our measurement, its 95% confidence "
+            "Each claim of the sources stands beside our measurement, its confidence "
             "interval over seeds and a verdict. Generated by `study report` from the parquet "
-            "files in `results/`; no number here is typed by hand.\n\n"
-            f"**Verdict rule.** {stats.VERDICT_RULE}\n")
+            "files in `results/`; no number here is typed by hand. Every claim and cell is also "
+            "in `claims.csv`; link a claim as `report.html#q4-claim-10`.\n\n"
+            "[TOC]\n\n## Verdicts at a glance\n\n"
+            f"{summary([s for s, _ in sections])}\n\n**Verdict rule.** {stats.VERDICT_RULE}\n")
     body = [render_section(i, s, m) for i, (s, m) in enumerate(sections, 1)]
     return "\n".join([head, *body])
 
@@ -138,7 +188,7 @@ def to_html(md: str, base: Path) -> str:
             raise ResultsError(f"missing figure {path}; run `study figures` first")
         return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
 
-    body = markdown.markdown(md, extensions=["tables"])
+    body = markdown.markdown(md, extensions=["tables", "toc"])
     body = re.sub(r'src="([^"]+\.png)"', embed, body)
     style = ("body{font-family:sans-serif;max-width:70em;margin:auto;padding:1em;line-height:1.4}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:.2em .5em}"
@@ -147,10 +197,11 @@ def to_html(md: str, base: Path) -> str:
             f"<style>{style}</style></head><body>\n{body}\n</body></html>\n")
 
 
-def write(md: str, out: Path) -> list[Path]:
+def write(md: str, claims: pd.DataFrame, out: Path) -> list[Path]:
     paper = Path(out) / "paper"
     html = to_html(md, paper)
-    md_path, html_path = paper / "report.md", paper / "report.html"
+    md_path, html_path, csv_path = paper / "report.md", paper / "report.html", paper / "claims.csv"
     atomic_write(md_path, lambda tmp: Path(tmp).write_text(md))
     atomic_write(html_path, lambda tmp: Path(tmp).write_text(html))
-    return [md_path, html_path]
+    atomic_write(csv_path, lambda tmp: claims.to_csv(tmp, index=False))
+    return [md_path, html_path, csv_path]

@@ -112,3 +112,18 @@ def read(path: Path) -> Results:
         with np.load(params_path(path)) as kept:
             params = {name: kept[name] for name in metadata["params"]}
     return Results(frame, metadata, tables, params)
+
+
+TIMINGS = ("step_time_s",)  # columns that differ between any two runs
+
+
+def differences(a: Results, b: Results):
+    """(table, column, largest absolute difference) for every numeric column
+    of two results of one grid, timings excepted ("" is the main table);
+    NaN where exactly one of them is NaN counts as an infinite difference."""
+    for table in ["", *a.tables]:
+        left, right = (a.frame, b.frame) if not table else (a.tables[table], b.tables[table])
+        for column in left.select_dtypes("number").columns.difference(TIMINGS, sort=False):
+            x, y = (np.asarray(f[column], dtype=float) for f in (left, right))
+            gap = np.where(np.isnan(x) & np.isnan(y), 0.0, np.abs(x - y))
+            yield table, column, float(np.nan_to_num(gap, nan=np.inf).max(initial=0.0))

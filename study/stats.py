@@ -1,9 +1,14 @@
 """Statistics over seeds and the verdict rule, in one place.
 
-Intervals are Student-t 95% confidence intervals of a mean over seeds;
+A claim's cells are intervals of a mean over seeds by the percentile
+bootstrap (`scipy.stats.bootstrap`, resample count and random state fixed
+here), so an interval never leaves the range its statistic can take;
 differences between conditions are paired by seed (runs with the same seed
 share data and initialization keys), which is what makes small differences
-resolvable with 16 seeds.
+resolvable with 16 seeds. The cells of one claim share a Bonferroni level,
+and each claim's verdict comes with its stability under seed resampling.
+The bands of the figures are Student-t intervals (`mean_ci`): descriptive,
+one per plotted point.
 """
 
 from __future__ import annotations
@@ -16,6 +21,11 @@ from scipy import stats
 
 LEVEL = 0.95
 VERDICTS = ("reproduced", "contradicted", "mixed", "inconclusive")
+CLAIMED = ("above", "below")
+RESAMPLES = 10_000  # bootstrap resamples of a cell's interval
+STABILITY_RESAMPLES = 1000  # seed resamples of a whole claim, and of each resample's intervals
+RANDOM_STATE = 0
+FRAGILE = 0.8  # a verdict kept in fewer of the seed resamples is fragile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +58,31 @@ def mean_ci(values, level: float = LEVEL) -> Interval:
     return Interval(mean, mean - half, mean + half, int(x.size))
 
 
+def bootstrap_ci(values, level: float = LEVEL) -> Interval:
+    """Mean of `values` (shape (seeds,)) with its percentile-bootstrap
+    interval; NaNs dropped. A constant sample has a zero-width interval;
+    fewer than 2 values an infinitely wide one."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size < 2 or np.ptp(x) == 0:
+        return mean_ci(x, level)
+    ci = stats.bootstrap((x,), np.mean, n_resamples=RESAMPLES, confidence_level=level, method="percentile",
+                         random_state=RANDOM_STATE).confidence_interval
+    return Interval(float(x.mean()), float(ci.low), float(ci.high), int(x.size))
+
+
+def family_level(cells: int) -> float:
+    """Bonferroni: the level of each of a claim's `cells` intervals, so that
+    all of them hold together with probability at least LEVEL."""
+    return 1 - (1 - LEVEL) / max(cells, 1)
+
+
+def selection_half(seeds) -> np.ndarray:
+    """True for the even seeds, which choose an arm ("the best other"); the
+    odd seeds then test it, so no seed both selects and tests."""
+    return np.asarray(seeds) % 2 == 0
+
+
 def summarize(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
     """One row per group of `by`: mean, lo, hi and n of `value` over its rows."""
     rows = []
@@ -72,7 +107,7 @@ def cell_verdict(ci: Interval, threshold: float, claimed: str) -> str:
     """`claimed` is "above" or "below" `threshold`: reproduced when the whole
     interval lies on the claimed side, contradicted when it lies on the other,
     inconclusive when it straddles."""
-    if claimed not in ("above", "below"):
+    if claimed not in CLAIMED:
         raise ValueError(f"claimed must be 'above' or 'below', got {claimed!r}")
     if not np.isfinite(ci.mean):
         return "inconclusive"
@@ -90,13 +125,74 @@ def overall_verdict(cells: list[str]) -> str:
     return "inconclusive" if all(c == "inconclusive" for c in cells) else "mixed"
 
 
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    label: str  # e.g. "stated / relu"
+    interval: Interval
+    verdict: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    cells: list[Cell]
+    verdict: str
+    level: float  # of each cell's interval
+    stability: float  # share of seed resamples that keep the verdict
+
+    @property
+    def fragile(self) -> bool:
+        return self.stability < FRAGILE
+
+
+def evaluate(cells: dict[str, np.ndarray | Interval], threshold: float, claimed: str) -> Evaluation:
+    """A claim's verdict: per cell (label -> per-seed values, or an Interval
+    measured once) an interval at the claim's Bonferroni level and its
+    verdict; the claim's verdict over the cells, and its stability."""
+    level = family_level(len(cells))
+    intervals = {label: v if isinstance(v, Interval) else bootstrap_ci(v, level) for label, v in cells.items()}
+    out = [Cell(label, ci, cell_verdict(ci, threshold, claimed)) for label, ci in intervals.items()]
+    verdict = overall_verdict([c.verdict for c in out])
+    return Evaluation(out, verdict, level, stability(cells, threshold, claimed, level, verdict))
+
+
+def stability(cells: dict, threshold: float, claimed: str, level: float, verdict: str) -> float:
+    """The share of STABILITY_RESAMPLES resamples of each cell's seeds under
+    which the claim's verdict stays `verdict`; each resample's intervals are
+    percentile bootstraps of STABILITY_RESAMPLES inner resamples (one index
+    set shared by all outer resamples, so the whole is a few array ops)."""
+    rng = np.random.default_rng(RANDOM_STATE)
+    tail = (1 - level) / 2 * 100
+    verdicts = []
+    for values in cells.values():
+        if isinstance(values, Interval):  # measured once: the same verdict in every resample
+            verdicts.append(np.full(STABILITY_RESAMPLES, cell_verdict(values, threshold, claimed)))
+            continue
+        x = np.asarray(values, dtype=float)
+        x = x[np.isfinite(x)]
+        if x.size == 0:
+            verdicts.append(np.full(STABILITY_RESAMPLES, "inconclusive"))
+            continue
+        outer = x[rng.integers(x.size, size=(STABILITY_RESAMPLES, x.size))]
+        inner = outer[:, rng.integers(x.size, size=(STABILITY_RESAMPLES, x.size))].mean(-1)
+        lo, hi = np.percentile(inner, [tail, 100 - tail], axis=1)
+        verdicts.append([cell_verdict(Interval(m, a, b, x.size), threshold, claimed)
+                         for m, a, b in zip(outer.mean(1), lo, hi)])
+    kept = [overall_verdict(list(row)) == verdict for row in zip(*verdicts)]
+    return float(np.mean(kept))
+
+
 VERDICT_RULE = (
-    "Each claim is tested in every cell where it applies (variant x activation, optimizer or "
-    "regularizer strength) by "
-    f"a {LEVEL:.0%} Student-t confidence interval over seeds of the stated statistic, "
-    "paired by seed where two conditions are compared. A cell is *reproduced* when the "
-    "whole interval lies on the side of the threshold the source claims, *contradicted* "
-    "when it lies on the other side, and *inconclusive* when it straddles the threshold. "
-    "A claim is reproduced (or contradicted) when every cell is; inconclusive when no "
-    "cell is decided; mixed otherwise."
+    "Each claim is tested in every cell where it applies (variant x activation, optimizer, "
+    "regularizer strength, or target size x similarity) by a confidence interval over seeds of "
+    "the stated statistic: the percentile bootstrap of the mean over seeds "
+    f"(scipy.stats.bootstrap, {RESAMPLES:,} resamples, random state {RANDOM_STATE}), paired by "
+    "seed where two conditions are compared. The k cells of a claim are tested together "
+    f"(Bonferroni): each interval has level 1 - {1 - LEVEL:.2f}/k. A cell is *reproduced* when "
+    "the whole interval lies on the side of the threshold the source claims, *contradicted* "
+    "when it lies on the other side, and *inconclusive* when it touches or straddles the "
+    "threshold. A claim is reproduced (or contradicted) when every cell is; inconclusive when "
+    "no cell is decided; mixed otherwise. Where a claim compares with \"the best other\" arm, "
+    "the even seeds choose that arm and the odd seeds test it. *Stability* is the share of "
+    f"{STABILITY_RESAMPLES:,} resamples of the seeds under which the claim's verdict stays the "
+    f"same; a verdict kept in under {FRAGILE:.0%} of them is marked *fragile*."
 )

@@ -98,8 +98,14 @@ def test_quick_run_writes_figures_and_report(quick):
     assert "## Q2. Do different layers converge at different speeds?" in md
     assert "## Q3. How does regularization affect the weights?" in md
     assert "## Q4. When should one freeze, fine-tune or train from scratch?" in md
-    assert md.count("**Claim ") == 5 + 5 + 9 + 15 and "Verdict rule" in md and "| hidden 2 | 100 x 100 |" in md
+    assert md.count("**Claim ") == 5 + 5 + 9 + 13 and md.count("**Design check ") == 2
+    assert "Verdict rule" in md and "| hidden 2 | 100 x 100 |" in md and "## Verdicts at a glance" in md
+    claims = pd.read_csv(quick / "paper" / "claims.csv")
+    assert claims["id"].nunique() == 5 + 5 + 9 + 15 and "q4-claim-15" in set(claims["id"])
+    assert claims["verdict"].isin(["reproduced", "contradicted", "mixed", "inconclusive"]).all()
+    assert ((claims["lo"] <= claims["estimate"]) & (claims["estimate"] <= claims["hi"])).all()
     html = (quick / "paper" / "report.html").read_text()
+    assert '<a id="q4-claim-15"></a>' in html and 'href="#q1-claim-1"' in html
     assert html.count("data:image/png;base64,") == len(list((quick / "figures").glob("*.png"))) == 5 + 5 + 5 + 5
 
 
@@ -108,6 +114,13 @@ def test_same_command_twice_gives_identical_data(quick, tmp_path):
     first, again = (pd.read_parquet(out / "results" / "initialization.parquet").drop(columns="step_time_s")
                     for out in (quick, tmp_path))  # everything but the timing
     pd.testing.assert_frame_equal(first, again)
+
+
+def test_verify_reruns_the_committed_config_and_finds_the_same_verdicts(quick, capsys):
+    assert cli.main(["verify", "initialization", "--out", str(quick)]) == 0
+    out = capsys.readouterr().out
+    assert "initialization.eval_acc: largest absolute difference 0" in out
+    assert "no cell verdict changed" in out and out.rstrip().endswith("5 of 5 verdicts unchanged")
 
 
 @pytest.mark.parametrize("argv, message", [

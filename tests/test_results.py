@@ -64,3 +64,11 @@ def test_malformed_file_is_a_one_line_error(tmp_path, content):
     with pytest.raises(results.ResultsError, match="is not a results file of this package") as err:
         results.read(path)
     assert "\n" not in str(err.value)
+
+
+def test_differences_name_each_numeric_column_and_its_largest_gap():
+    a = results.Results(pd.DataFrame({"seed": [0, 1], "acc": [0.5, np.nan], "step_time_s": [1.0, 2.0]}), {})
+    b = results.Results(pd.DataFrame({"seed": [0, 1], "acc": [0.75, np.nan], "step_time_s": [9.0, 9.0]}), {})
+    assert list(results.differences(a, b)) == [("", "seed", 0.0), ("", "acc", 0.25)]
+    c = results.Results(pd.DataFrame({"seed": [0, 1], "acc": [0.5, 0.5], "step_time_s": [1.0, 2.0]}), {})
+    assert list(results.differences(a, c))[1] == ("", "acc", np.inf)  # NaN against a number

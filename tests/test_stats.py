@@ -1,4 +1,4 @@
-"""Confidence intervals over seeds and the verdict rule."""
+"""Confidence intervals over seeds, the verdict rule, selection and stability."""
 
 import math
 
@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from experiments import transfer
+from study import stats
 from study.stats import Interval, at_last_epoch, cell_verdict, mean_ci, overall_verdict, summarize
 
 T_975_3 = 3.182446305284263  # Student-t 97.5% quantile, 3 degrees of freedom
@@ -96,3 +98,53 @@ def test_at_last_epoch_keeps_each_runs_last_row_whatever_the_row_order():
 ])
 def test_overall_verdict(cells, verdict):
     assert overall_verdict(cells) == verdict
+
+
+def test_bootstrap_interval_of_a_bounded_statistic_stays_in_bounds():
+    """Per-seed Spearman rhos near their bound 1: Student-t would reach past it."""
+    rho = [1.0, 1.0, 1.0, 0.8, 1.0, 0.4, 1.0, 1.0]
+    assert mean_ci(rho).hi > 1
+    ci = stats.bootstrap_ci(rho)
+    assert ci.mean == pytest.approx(0.9) and 0.4 <= ci.lo < 0.9 < ci.hi <= 1.0 and ci.n == 8
+
+
+def test_bootstrap_interval_of_degenerate_samples():
+    assert stats.bootstrap_ci([0.3] * 5) == Interval(0.3, 0.3, 0.3, 5)
+    assert stats.bootstrap_ci([0.3, np.nan]) == Interval(0.3, -np.inf, np.inf, 1)
+    assert stats.bootstrap_ci([]).n == 0
+
+
+def test_bootstrap_interval_is_reproducible_and_recorded_in_the_rule():
+    values = np.random.default_rng(1).normal(size=16)
+    assert stats.bootstrap_ci(values) == stats.bootstrap_ci(values)
+    assert f"{stats.RESAMPLES:,} resamples, random state {stats.RANDOM_STATE}" in stats.VERDICT_RULE
+
+
+def test_claim_cells_share_a_bonferroni_level():
+    far = np.linspace(0.5, 0.7, 16)  # far above 0: reproduced in every cell and every resample
+    result = stats.evaluate({"a": far, "b": far + 0.1, "c": far + 0.2, "d": far - 0.1, "e": far}, 0.0, "above")
+    assert result.level == pytest.approx(1 - 0.05 / 5)
+    assert result.verdict == "reproduced" and result.stability == 1.0 and not result.fragile
+
+
+def test_a_verdict_near_its_threshold_is_fragile():
+    values = np.linspace(-1, 1, 16) + 0.32  # mean 0.32, the interval's lower end at 0.02
+    result = stats.evaluate({"cell": values}, 0.0, "above")
+    assert result.verdict == "reproduced" and 0.3 < result.stability < stats.FRAGILE and result.fragile
+
+
+def test_a_value_measured_once_keeps_its_verdict():
+    result = stats.evaluate({"ratio": Interval(2.0, 2.0, 2.0, 1)}, 1.5, "above")
+    assert result.verdict == "reproduced" and result.stability == 1.0
+
+
+def test_the_best_other_arm_is_chosen_on_even_seeds_and_tested_on_odd_ones():
+    """Arm b wins on the even seeds, arm c on the odd ones: a's rival is b,
+    and a minus b is read on the odd seeds only."""
+    acc = {"a": [0.5, 0.5, 0.5, 0.5], "b": [0.9, 0.1, 0.9, 0.1], "c": [0.1, 0.8, 0.1, 0.8]}
+    runs = pd.DataFrame([{"n_target": 4, "similarity": 1.0, "arm": arm, "seed": seed, "eval_acc": values[seed]}
+                         for arm, values in acc.items() for seed in range(4)])
+    (label, diff), = transfer.versus(runs, "a", None, [(4, 1.0)]).items()
+    assert label.endswith("(vs b)") and diff.index.tolist() == [1, 3]
+    np.testing.assert_allclose(diff, [0.4, 0.4])
+    assert stats.selection_half([0, 1, 2, 3]).tolist() == [True, False, True, False]
