@@ -44,10 +44,12 @@ OPTIONAL = ("strength", "similarity", "n_target")
 # (l1_prox), the hidden dropout rate (dropout) or the bound on each unit's
 # incoming-weight norm (maxnorm).
 REGULARIZERS = ("none", "l1", "l1_prox", "l2", "dropout", "maxnorm")
-# Metrics scored every `eval_every` epochs, as a setup asks: accuracy on the
-# large sample and on the training set (not for a `Mixture`, which trains on
-# a traced prefix of it), and the distinct units of each hidden layer.
-STRIDED = ("eval_acc", "train_acc", "distinct_units")
+# What a setup may ask to score beyond the per-epoch loss and test split:
+# every `eval_every` epochs the accuracy on the large sample and on the
+# training set (not for a `Mixture`, which trains on a traced prefix of it)
+# and the distinct units of each hidden layer; once per run the norm of each
+# weight matrix's gradient at the initial weights (whole training set).
+SCORES = ("eval_acc", "train_acc", "distinct_units", "initial_grad_norm")
 # Independent key streams derived from a run's seeds with `fold_in`. Keys
 # depend on the seeds only, never on a run's position in the grid, so a run
 # gives the same numbers alone or in any grid, and runs of different
@@ -98,7 +100,7 @@ class Setup:
     batch_size: int | None = 64  # None: full batch
     evals: int = 5  # large-sample scores per run, every epochs / evals epochs
     steps_per_epoch: int | None = None  # minibatches per epoch, from one reshuffle (default: all that fit)
-    scored: tuple[str, ...] = ("eval_acc",)  # the strided metrics, of STRIDED
+    scored: tuple[str, ...] = ("eval_acc",)  # of SCORES
     regularizer: str = "none"  # one of REGULARIZERS
     penalty_mean: bool = False  # l1/l2 on each matrix's mean (the original code), not the sum over weights
     input_dropout: float = 0.2  # input rate when the regularizer is dropout
@@ -120,7 +122,7 @@ class Setup:
         select_activation(self.activations, 0)
         choices = [("loss", self.loss, LOSSES), ("optimizer", self.optimizer, OPTIMIZERS),
                    ("regularizer", self.regularizer, REGULARIZERS)]
-        for field, value, allowed in choices + [("scored metric", name, STRIDED) for name in self.scored]:
+        for field, value, allowed in choices + [("scored metric", name, SCORES) for name in self.scored]:
             if value not in allowed:
                 raise ValueError(f"unknown {field} {value!r}; choose from {', '.join(allowed)}")
         if self.epochs < 1 or self.evals < 1 or self.epochs % self.evals:
@@ -510,7 +512,7 @@ def train_epoch(setup: Setup, run: Run, view: View, step, carry, epoch: jax.Arra
 
 
 def strided_metrics(setup: Setup, run: Run, view: View, params) -> dict:
-    """The costly metrics of `setup.scored`, every `eval_every` epochs."""
+    """The strided metrics of `setup.scored`, every `eval_every` epochs."""
     out = {}
     if "eval_acc" in setup.scored:
         out["eval_acc"] = scores(setup, run, params, view.data["x_eval"], run.data["y_eval"], view.start)[1]
@@ -572,12 +574,24 @@ def train_from(setup: Setup, run: Run) -> dict[str, dict | jax.Array]:
     for k, v in strided.items():  # NaN between the scored epochs
         metrics[k] = jnp.full(setup.epochs, jnp.nan).at[setup.eval_every - 1::setup.eval_every].set(v)
     metrics["bayes_acc"] = run.data["bayes_acc"]
+    if "initial_grad_norm" in setup.scored:
+        metrics.update(initial_grad_norms(setup, run))
     out = {"epochs": metrics}
     if setup.keep_params:
         out["params"] = flat_params(params)
     if setup.tracking:
         out.update(track(setup, run, params, metrics.pop("params")))
     return out
+
+
+def initial_grad_norms(setup: Setup, run: Run) -> dict[str, jax.Array]:
+    """`grad_norm_l<i>`: the norm of the data loss's gradient with respect to
+    weight matrix i at the initial weights, on the whole training set: how
+    much signal each layer gets at the start (none through symmetric or
+    vanishing weights)."""
+    x, y = run.data["x_train"], run.data["y_train"]
+    grads = jax.grad(lambda p: loss_fn(setup, outputs(setup, run, p, x)[-1], y))(run.initial)
+    return {f"grad_norm_l{i}": jnp.linalg.norm(w) for i, w in enumerate(kernels(grads))}
 
 
 def track(setup: Setup, run: Run, final, history) -> dict:

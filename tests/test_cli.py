@@ -30,18 +30,19 @@ def test_list_names_each_experiment(capsys):
 def test_quick_run_writes_tidy_results_with_provenance(quick):
     res = results.read(quick / "results" / "initialization.parquet")
     frame, meta = res.frame, res.metadata
-    assert list(frame.columns[:6]) == ["variant", "activation", "init", "seed", "data_seed", "lr"]
+    assert list(frame.columns[:7]) == ["variant", "optimizer", "activation", "init", "seed", "data_seed", "lr"]
     for column in ["epoch", "train_loss", "test_loss", "test_acc", "eval_acc", "diverged", "bayes_acc",
-                   "distinct_h1", "distinct_h2"]:
+                   "distinct_h1", "distinct_h2", "grad_norm_l0", "grad_norm_l2"]:
         assert column in frame
-    runs = frame.groupby(["variant", "activation", "init", "seed"]).size()
-    assert len(runs) == 2 * (5 + 3 * 12) and set(runs) == {6}  # every condition, 6 epochs each
+    runs = frame.groupby(["variant", "optimizer", "activation", "init", "lr", "seed"]).size()
+    assert len(runs) == 2 * (5 + 3 * 12 * (1 + 5)) and set(runs) == {6}  # every condition and rate, 6 epochs
     assert set(frame["variant"]) == {"faithful", "stated"}
     assert frame["eval_acc"].notna().sum() == len(runs) * 3  # scored every 2 of 6 epochs
     assert meta["experiment"] == "initialization" and meta["config"]["quick"]
     assert meta["devices"]["count"] == 2 and "intra_op_parallelism_threads=1" in meta["devices"]["xla_flags"]
     assert {"jax", "flax", "optax"} <= set(meta["versions"]) and meta["git_commit"]
-    assert meta["wall_time_s"] > 0 and [p["label"] for p in meta["programs"]] == ["faithful", "stated"]
+    assert meta["wall_time_s"] > 0
+    assert [p["label"] for p in meta["programs"]] == ["faithful", "stated adam", "stated sgd"]
 
 
 @pytest.mark.parametrize("name, conditions, layers", [

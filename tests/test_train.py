@@ -16,7 +16,7 @@ from study.data import TwoGaussians
 # One small setup shared by the tests, so its programs compile once per shape.
 SETUP = train.Setup(task=TwoGaussians(n_eval=500), hidden=(8,), loss="mse", optimizer="sgd",
                     schemes=("glorot_uniform", "zeros", "normal_10"), activations=("relu", "sigmoid"),
-                    epochs=6, evals=3, batch_size=64, scored=train.STRIDED)
+                    epochs=6, evals=3, batch_size=64, scored=train.SCORES)
 # seed, data_seed, init, activation, lr: a plain run, a constant-0 sigmoid run,
 # a run diverging under a huge learning rate, another seed.
 GRID = {"seed": [0, 0, 1, 2], "data_seed": [0, 0, 1, 2], "init": [0, 1, 2, 0],
@@ -132,3 +132,11 @@ def test_accuracies_score_the_samples_they_name():
     assert abs(by_hand["test"] - by_hand["eval"]) > 0.01  # so a mix-up of the two shows
     for split, n in [("train", 400), ("test", 100), ("eval", 500)]:
         assert out["epochs"][f"{split}_acc"][run, -1] == pytest.approx(by_hand[split], abs=1 / n + 1e-6), split
+
+
+def test_initial_gradient_norms_show_where_a_constant_start_blocks_the_signal(grid):
+    """Zero weights with sigmoid units: the output layer gets a gradient (the
+    hidden units output 0.5), the hidden layer none (the zero output weights
+    pass no error back); a Xavier start gives both."""
+    assert grid["grad_norm_l0"][1] == 0 and grid["grad_norm_l1"][1] > 0
+    assert grid["grad_norm_l0"][0] > 0 and grid["grad_norm_l1"][0] > 0
