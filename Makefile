@@ -10,9 +10,9 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 study: $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -c constraints.txt -e .
 	$(BIN)/study all
 
 test: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	$(BIN)/pytest -q

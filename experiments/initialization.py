@@ -295,7 +295,6 @@ def section(results: Results) -> report.Section:
         "He et al. (2015) on variance 2/fan-in for ReLU; Saxe et al. (2013) on orthogonal initialization.\n")
     return report.Section(
         title=QUESTION, intro=intro, claims=claims(runs),
-        figures=[(f"{NAME}-{f.name}", f.caption) for f in figures(results)],
         tables=[("Per scheme and cell: the selected rate, the norm of each weight matrix's gradient at the "
                  "initial weights (whole training set; l0 is the input layer; mean over seeds), mean distinct "
                  "units per hidden layer at the end, fraction of runs that diverged (non-finite loss), mean "

@@ -260,7 +260,6 @@ def section(results: Results) -> report.Section:
         "weights after training.\n")
     return report.Section(
         title=QUESTION, intro=intro, claims=claims(conv),
-        figures=[(f"{NAME}-{f.name}", f.caption) for f in figures(results)],
         tables=[("Accuracy drop on the large sample (points, mean and 95% CI over seeds) when one layer is "
                  "reset to its initial weights after training; layer 0 is the input layer.",
                  reset_table(frame, layers))],

@@ -272,7 +272,6 @@ def section(results: Results) -> report.Section:
         "larger matrices; its lambda = 1 is therefore much weaker per weight than the stated lambda = 1.\n")
     return report.Section(
         title=QUESTION, intro=intro, claims=claims(runs),
-        figures=[(f"{NAME}-{f.name}", f.caption) for f in figures(results)],
         tables=[("Per condition, means over seeds at the last epoch: mean |w| over all matrices and of the first "
                  "layer, fraction of weights under 1e-3 and exactly 0, accuracies (training, 100-point test, "
                  "large sample) and the generalization gap.", condition_table(runs))],

@@ -397,7 +397,6 @@ def section(results: Results) -> report.Section:
         "gather, the per-epoch evaluation in these timings), which weighs more the smaller the layers.\n")
     return report.Section(
         title=QUESTION, intro=intro, claims=claims(runs, results.tables["source"]),
-        figures=[(f"{NAME}-{f.name}", f.caption) for f in figures(results)],
         tables=[("The phase diagram: per target size (examples per class) and similarity, the best strategy by "
                  "mean final large-sample accuracy, the runner-up, and the paired margin [95% CI].", table)],
         notes=notes)

@@ -1,1 +1,31 @@
-"""Engine of the deep-learning-details study: data, models, training, results, figures, report."""
+"""Re-run the deep-learning-details study from Python (a notebook, say).
+
+    import study
+    res = study.run("initialization", seeds=2, epochs=5)  # trains; writes nothing
+    res.frame.head()                                       # one row per (run, epoch)
+    figs = study.draw("initialization", res)               # name -> matplotlib Figure
+
+`res` is a `study.results.Results` (frame, per-layer tables, metadata,
+kept weights); `study.results.write` saves it where the CLI would. The
+CLI runs `study.devices.configure()` first (one JAX device per CPU core,
+deterministic kernels, the compilation cache); call it before the first JAX
+computation for the same numbers as the CLI.
+"""
+
+from __future__ import annotations
+
+
+def run(name: str, seeds: int | None = None, epochs: int | None = None, quick: bool = False):
+    """Train experiment `name` (its default grid, or `seeds`/`epochs`/`quick`) and return its Results."""
+    from study import registry, runner
+
+    programs = registry.get(name).plan(seeds=seeds, epochs=epochs, quick=quick)
+    config = {"seeds": int(programs[0].runs["seed"].nunique()), "epochs": epochs, "quick": quick}
+    return runner.run(name, programs, config)
+
+
+def draw(name: str, results) -> dict:
+    """Experiment `name`'s figures of `results`, drawn but not saved: name -> matplotlib Figure."""
+    from study import registry
+
+    return {f.name: f.draw(f.data) for f in registry.get(name).figures(results)}

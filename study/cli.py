@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import jax
+import matplotlib
 
 from study import bench, devices, figures, registry, report, results, runner
 
@@ -48,21 +49,46 @@ def cmd_list(args) -> None:
         print(f"{name}\t{module.QUESTION}")
 
 
-def cmd_run(args) -> None:
-    modules = registry.select(args.name)
-    devices.configure(distributed=args.distributed)
-    for module in modules:
-        start = time.perf_counter()
-        config = {"seeds": args.seeds or None, "epochs": args.epochs, "quick": args.quick}
+MAX_RUN_EPOCHS = 50_000_000  # rows of a main results file (runs x epochs): about 2 GB of parquet
+
+
+def plans(args) -> list[tuple]:
+    """Every selected experiment's grid, checked before anything trains: an
+    option its grid cannot take, a grid over MAX_RUN_EPOCHS, or an `--out`
+    that cannot be written is a UsageError."""
+    out = []
+    for module in registry.select(args.name):
         try:
-            programs = module.plan(seeds=args.seeds, epochs=args.epochs, quick=args.quick)
+            per_seed = sum(len(p.runs) * p.setup.epochs for p in module.plan(seeds=1, epochs=args.epochs,
+                                                                               quick=args.quick))
+            size = per_seed * (args.seeds or 1)
+            if size > MAX_RUN_EPOCHS:
+                raise ValueError(f"{module.NAME} with --seeds {args.seeds} would train {size:,} run-epochs; "
+                                 f"the limit is {MAX_RUN_EPOCHS:,}")
+            out.append((module, module.plan(seeds=args.seeds, epochs=args.epochs, quick=args.quick)))
         except ValueError as err:  # options the experiment's grid cannot take
             raise UsageError(err) from None
-        config["seeds"] = int(programs[0].runs["seed"].nunique())
+    try:
+        results.check_writable(results.path_for(args.out, "x").parent)
+    except OSError as err:
+        raise UsageError(f"cannot write results under {args.out}: {err.strerror or err}") from None
+    return out
+
+
+def cmd_run(args) -> None:
+    checked = plans(args)
+    devices.configure(distributed=args.distributed)
+    for module, programs in checked:
+        start = time.perf_counter()
+        config = {"seeds": int(programs[0].runs["seed"].nunique()), "epochs": args.epochs, "quick": args.quick}
         res = runner.run(module.NAME, programs, config, progress=log, batch_runs=args.batch_runs)
         path = results.path_for(args.out, module.NAME)
         if jax.process_index() == 0:  # every host holds the gathered results; one writes
-            results.write(path, res)
+            try:
+                results.write(path, res)
+            except OSError as err:  # e.g. a full disk: the previous files stay whole
+                raise results.ResultsError(f"cannot write {path}: {err.strerror or err}; the previous files "
+                                           "are unchanged") from None
         files = [(path, res.frame)] + [(results.table_path(path, k), f) for k, f in res.tables.items()]
         written = ", ".join(f"{p.name} ({len(f):,} rows)" for p, f in files)
         log(f"[{module.NAME}] wrote {written} to {path.parent} in {time.perf_counter() - start:.1f} s")
@@ -79,15 +105,21 @@ def cmd_figures(args) -> None:
     modules = registry.select(args.name)
     loaded = [(m, load(m, args.out)) for m in modules]  # every file checked before any is drawn
     for module, res in loaded:
-        paths = [p for f in module.figures(res) for p in figures.save(f, module.NAME, args.out)]
+        drawn = module.figures(res)
+        paths = [p for f in drawn for p in figures.save(f, module.NAME, args.out)]
+        paths.append(figures.save_captions(drawn, module.NAME, args.out))
         log(f"[{module.NAME}] wrote {len(paths)} figure files to {Path(args.out) / 'figures'}")
 
 
 def cmd_report(args) -> None:
-    modules = registry.experiments().values()
-    loaded = [load(m, args.out) for m in modules]
-    sections = [(m.section(res), res.metadata) for m, res in zip(modules, loaded)]
-    paths = report.write(report.render(sections), report.claims_frame([s for s, _ in sections]), args.out)
+    """A section per experiment with results; the others are named as missing."""
+    modules = list(registry.experiments().values())
+    present = [m for m in modules if results.path_for(args.out, m.NAME).exists()] or modules[:1]
+    loaded = [(m, load(m, args.out), figures.read_captions(m.NAME, args.out)) for m in present]
+    sections = [(modules.index(m) + 1, m.section(res), res.metadata, captions) for m, res, captions in loaded]
+    missing = [m.NAME for m in modules if m not in present]
+    md = report.render(sections, missing)
+    paths = report.write(md, report.claims_frame([(n, s) for n, s, _, _ in sections]), args.out)
     log(f"wrote {', '.join(map(str, paths))}")
 
 
@@ -186,6 +218,7 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    matplotlib.use("Agg")  # figures go to files; the library leaves a notebook's backend alone
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, "name", None) not in (None, "all"):

@@ -10,19 +10,18 @@ regenerate unchanged.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from study.results import atomic_write  # noqa: E402
+from study.results import ResultsError, atomic_write
 
 PALETTE = "colorblind"
 BAYES_STYLE = {"color": "black", "linestyle": ":", "linewidth": 1.2}
@@ -145,6 +144,26 @@ def category_grid(categories: pd.DataFrame, notes: pd.DataFrame, *, xlabel: str,
 def csv_text(figure: Figure) -> str:
     """Exactly what the figure draws, as the CSV written beside it."""
     return figure.data.to_csv(index=False, float_format="%.6g")
+
+
+def captions_path(experiment: str, out: Path) -> Path:
+    return Path(out) / "figures" / f"{experiment}-captions.json"
+
+
+def save_captions(figures: list[Figure], experiment: str, out: Path) -> Path:
+    """`figures/<experiment>-captions.json`: each figure's file stem and
+    caption, in order, for the report (which never recomputes a figure)."""
+    path = captions_path(experiment, out)
+    captions = [[f"{experiment}-{f.name}", f.caption] for f in figures]
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(captions, indent=1) + "\n"))
+    return path
+
+
+def read_captions(experiment: str, out: Path) -> list[tuple[str, str]]:
+    path = captions_path(experiment, out)
+    if not path.is_file():
+        raise ResultsError(f"no figure captions {path}; run `study figures {experiment} --out {out}` first")
+    return [tuple(pair) for pair in json.loads(path.read_text())]
 
 
 def save(figure: Figure, experiment: str, out: Path) -> list[Path]:

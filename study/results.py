@@ -5,7 +5,9 @@ A results file holds one row per (run, epoch) and the experiment's metadata
 parquet schema metadata; finer tables (per layer, sampled weights) go to
 files beside it, and weights a program keeps (Q4's pretrained networks) to
 `NAME-params.npz`. Files are written to a temporary name and renamed,
-so an interrupted run leaves the previous file, never a corrupt one.
+so an interrupted run leaves the previous file, never a corrupt one; the
+files of one write share a `write_id`, which `read` checks, so a run killed
+between two renames is caught instead of read as a mix of two runs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import dataclasses
 import json
 import os
 import tempfile
+import uuid
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +37,11 @@ def path_for(out: Path, name: str) -> Path:
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)` and move the file into place only if it succeeds."""
+    """Call `write(tmp_path)` and move the file into place only if it
+    succeeds; temporary files a killed write left beside it are removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     umask = os.umask(0)
@@ -46,6 +53,13 @@ def atomic_write(path: Path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def check_writable(folder: Path) -> None:
+    """Raise OSError unless files can be created in `folder` (made if missing)."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+        pass
 
 
 @dataclasses.dataclass
@@ -90,28 +104,48 @@ def read_frame(path: Path) -> tuple[pd.DataFrame, dict]:
 
 def write(path: Path, results: Results) -> None:
     """The tables and kept weights first, the main file (which lists them) last."""
-    metadata = {**results.metadata, "tables": sorted(results.tables), "params": sorted(results.params)}
+    metadata = {**results.metadata, "tables": sorted(results.tables), "params": sorted(results.params),
+                "write_id": uuid.uuid4().hex}
     for name, frame in results.tables.items():
         write_frame(table_path(path, name), frame, metadata)
     if results.params:
         def save(tmp):
             with open(tmp, "wb") as f:
-                np.savez(f, **results.params)
+                np.savez(f, **results.params, write_id=np.array(metadata["write_id"]))
 
         atomic_write(params_path(path), save)
     write_frame(path, results.frame, metadata)
 
 
 def read(path: Path) -> Results:
+    """An experiment's files, checked to come from one write and to hold rows."""
+    path = Path(path)
     frame, metadata = read_frame(path)
-    tables = {name: read_frame(table_path(path, name))[0] for name in metadata.get("tables", [])}
+    tables = {}
+    for name in metadata.get("tables", []):
+        tables[name], table_metadata = read_frame(table_path(path, name))
+        same_write(path, table_path(path, name), metadata, table_metadata.get("write_id"))
     params = {}
     if metadata.get("params"):
-        if not params_path(path).is_file():
-            raise ResultsError(f"no weights file {params_path(path)}; run `study run {path.stem}` again")
-        with np.load(params_path(path)) as kept:
-            params = {name: kept[name] for name in metadata["params"]}
+        try:
+            with np.load(params_path(path)) as kept:
+                same_write(path, params_path(path), metadata, str(kept["write_id"]) if "write_id" in kept else None)
+                params = {name: kept[name] for name in metadata["params"]}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            raise ResultsError(f"{params_path(path)} is missing or not this run's weights ({type(err).__name__}); "
+                               f"run `study run {path.stem}` again") from None
+    for name, table in {"": frame, **tables}.items():
+        if table.empty or ("epoch" in table and not pd.api.types.is_integer_dtype(table["epoch"])):
+            where = table_path(path, name) if name else path
+            raise ResultsError(f"{where} has no rows or epochs that are not whole numbers; "
+                               f"run `study run {path.stem}` again")
     return Results(frame, metadata, tables, params)
+
+
+def same_write(path: Path, other: Path, metadata: dict, write_id: str | None) -> None:
+    if write_id != metadata.get("write_id"):
+        raise ResultsError(f"{other.name} and {path.name} come from different runs (one was interrupted "
+                           f"while writing); run `study run {path.stem}` again")
 
 
 TIMINGS = ("step_time_s",)  # columns that differ between any two runs
@@ -125,5 +159,7 @@ def differences(a: Results, b: Results):
         left, right = (a.frame, b.frame) if not table else (a.tables[table], b.tables[table])
         for column in left.select_dtypes("number").columns.difference(TIMINGS, sort=False):
             x, y = (np.asarray(f[column], dtype=float) for f in (left, right))
-            gap = np.where(np.isnan(x) & np.isnan(y), 0.0, np.abs(x - y))
+            same = (x == y) | (np.isnan(x) & np.isnan(y))  # equal infinities too
+            with np.errstate(invalid="ignore"):
+                gap = np.where(same, 0.0, np.abs(x - y))
             yield table, column, float(np.nan_to_num(gap, nan=np.inf).max(initial=0.0))

@@ -39,7 +39,8 @@ class Program:
 
 
 CODE = ("study", "experiments", "pyproject.toml")  # what a results file's git commit vouches for
-PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "pandas", "pyarrow", "scipy", "seaborn")
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "pandas", "pyarrow", "scipy", "seaborn", "matplotlib",
+            "markdown")  # every package that shapes a number or a figure
 
 
 def tidy(runs: pd.DataFrame, axes: dict[str, np.ndarray], columns: dict[str, np.ndarray]) -> pd.DataFrame:

@@ -80,8 +80,9 @@ class Tracking:
     probe_at: tuple[int, ...] | None = None  # epochs, counted from 1
 
     def probe_epochs(self, epochs: int) -> np.ndarray:
-        """Indices into the per-epoch history of the epochs probed for CKA."""
-        return np.asarray(self.probe_at or range(self.every, epochs + 1, self.every)) - 1
+        """Indices into the per-epoch history of the epochs probed for CKA
+        (the last one when a run is shorter than `every`)."""
+        return np.asarray(self.probe_at or range(self.every, epochs + 1, self.every) or [epochs]) - 1
 
 
 @dataclasses.dataclass(frozen=True)

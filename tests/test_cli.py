@@ -1,6 +1,9 @@
 """The `study` command end to end with --quick, and its handling of bad input."""
 
 import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -110,16 +113,22 @@ def test_quick_run_writes_figures_and_report(quick):
     assert html.count("data:image/png;base64,") == len(list((quick / "figures").glob("*.png"))) == 5 + 5 + 5 + 5
 
 
-def test_same_command_twice_gives_identical_data(quick, tmp_path):
-    assert cli.main(["run", "initialization", "--quick", "--out", str(tmp_path)]) == 0
-    first, again = (pd.read_parquet(out / "results" / "initialization.parquet").drop(columns="step_time_s")
-                    for out in (quick, tmp_path))  # everything but the timing
-    pd.testing.assert_frame_equal(first, again)
+def test_report_covers_the_experiments_with_results_and_names_the_others(quick, tmp_path):
+    for folder, pattern in [("results", "initialization*"), ("figures", "initialization-*")]:
+        (tmp_path / folder).mkdir()
+        for path in (quick / folder).glob(pattern):
+            shutil.copy(path, tmp_path / folder)
+    assert cli.main(["report", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "paper" / "report.md").read_text()
+    assert "## Q1. How does initialization affect training?" in md and "## Q2." not in md
+    assert "**Not in this report** (no results yet; `study run NAME`): layer_convergence, regularization, transfer." in md
 
 
 def test_verify_reruns_the_committed_config_and_finds_the_same_verdicts(quick, capsys):
     assert cli.main(["verify", "initialization", "--out", str(quick)]) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().out  # the same command twice in one process: identical data
+    gaps = [line for line in out.splitlines() if "largest absolute difference" in line]
+    assert len(gaps) > 10 and all(line.endswith("difference 0") for line in gaps)
     assert "initialization.eval_acc: largest absolute difference 0" in out
     assert "no cell verdict changed" in out and out.rstrip().endswith("5 of 5 verdicts unchanged")
 
@@ -129,6 +138,7 @@ def test_verify_reruns_the_committed_config_and_finds_the_same_verdicts(quick, c
     (["run", "all", "--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
     (["run", "all", "--epochs", "-3"], "argument --epochs: must be at least 1, got -3"),
     (["run", "all", "--epochs", "x"], "argument --epochs: expected a whole number >= 1, got 'x'"),
+    (["run", "all", "--seeds", "1000000000"], "initialization with --seeds 1000000000 would train 31,020,000,000,000 run-epochs; the limit is 50,000,000"),
     (["figures", "initialization"], "no results file"),
     (["report"], "no results file"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
@@ -141,6 +151,14 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, message, tmp_path
     assert os.listdir(tmp_path) == []
 
 
+def test_an_out_that_cannot_hold_results_is_rejected_before_training(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    assert cli.main(["run", "initialization", "--quick", "--out", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot write results under {tmp_path / 'file'}" in err
+    assert os.listdir(tmp_path) == ["file"]
+
+
 def test_malformed_results_file_is_rejected(tmp_path, capsys):
     path = tmp_path / "results" / "initialization.parquet"
     path.parent.mkdir()
@@ -150,3 +168,17 @@ def test_malformed_results_file_is_rejected(tmp_path, capsys):
     assert "is not a results file of this package" in err and err.count("\n") == 1
     assert not (tmp_path / "figures").exists()
 
+
+
+def test_two_fresh_processes_give_identical_data_with_a_cold_and_a_warm_cache(tmp_path):
+    """The same command in two new processes: the first compiles into an
+    empty compilation cache, the second loads from it; same data."""
+    env = {**os.environ, "STUDY_CACHE_DIR": str(tmp_path / "cache")}
+    frames = []
+    for out in ("cold", "warm"):
+        command = [sys.executable, "-m", "study.cli", "run", "layer_convergence", "--seeds", "1", "--epochs", "4",
+                   "--out", str(tmp_path / out)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        assert ("programs loaded" in done.stderr) and (out == "cold") == (" 0 programs loaded" in done.stderr)
+        frames.append(pd.read_parquet(tmp_path / out / "results" / "layer_convergence.parquet").drop(columns="step_time_s"))
+    pd.testing.assert_frame_equal(*frames)

@@ -22,8 +22,51 @@ def test_round_trip_keeps_frame_and_metadata(tmp_path):
     back = results.read(path)
     pd.testing.assert_frame_equal(back.frame, FRAME)
     pd.testing.assert_frame_equal(back.tables["layers"], layers)
-    assert back.metadata == {**META, "tables": ["layers"], "params": []}
+    write_id = back.metadata.pop("write_id")
+    assert back.metadata == {**META, "tables": ["layers"], "params": []} and len(write_id) == 32
     assert sorted(os.listdir(path.parent)) == ["x-layers.parquet", "x.parquet"]
+
+
+def test_a_table_from_another_write_is_caught(tmp_path):
+    """A kill between the renames of a multi-file write leaves new tables
+    beside the old main file: reading them together is an error."""
+    path = results.path_for(tmp_path, "x")
+    results.write(path, results.Results(FRAME, META, {"layers": FRAME}))
+    old_main = path.read_bytes()
+    results.write(path, results.Results(FRAME, META, {"layers": FRAME}))
+    path.write_bytes(old_main)
+    with pytest.raises(results.ResultsError, match="x-layers.parquet and x.parquet come from different runs"):
+        results.read(path)
+
+
+def test_kept_weights_from_another_write_or_truncated_are_caught(tmp_path):
+    path = results.path_for(tmp_path, "x")
+    params = {"w": np.ones((2, 3), np.float32)}
+    results.write(path, results.Results(FRAME, META, {}, params))
+    np.testing.assert_array_equal(results.read(path).params["w"], params["w"])
+    results.params_path(path).write_bytes(results.params_path(path).read_bytes()[:40])
+    with pytest.raises(results.ResultsError, match="x-params.npz is missing or not this run's weights"):
+        results.read(path)
+
+
+def test_stale_temporaries_of_a_killed_write_are_removed_by_the_next(tmp_path):
+    path = results.path_for(tmp_path, "x")
+    path.parent.mkdir()
+    (path.parent / ".x.parquet.abc123.tmp").write_bytes(b"")
+    results.write(path, results.Results(FRAME, META))
+    assert os.listdir(path.parent) == ["x.parquet"]
+
+
+@pytest.mark.parametrize("frame, problem", [
+    (FRAME.iloc[:0], "no rows"),
+    (FRAME.assign(epoch=[1.0, 1.5]), "epochs that are not whole numbers"),
+    (FRAME.assign(epoch=[1.0, np.nan]), "epochs that are not whole numbers"),
+])
+def test_results_without_rows_or_with_odd_epochs_are_rejected(tmp_path, frame, problem):
+    path = results.path_for(tmp_path, "x")
+    results.write(path, results.Results(frame, META))
+    with pytest.raises(results.ResultsError, match=problem):
+        results.read(path)
 
 
 def test_missing_table_file_is_a_one_line_error(tmp_path):

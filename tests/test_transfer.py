@@ -152,3 +152,22 @@ def test_frozen_features_computed_once_train_the_same_head(staged):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fast["epochs"]["train_loss"], slow["epochs"]["train_loss"], rtol=1e-5)
     assert (fast["epochs"]["train_loss"][:, -1] < fast["epochs"]["train_loss"][:, 0]).all()  # the head learns
+
+
+@pytest.mark.parametrize("regularizer", train.REGULARIZERS)
+def test_frozen_layers_stay_bit_identical_under_every_regularizer(regularizer):
+    """What keeps a layer frozen is its label: no optimizer state and a zero
+    update, and neither a penalty's gradient nor a proximal or max-norm
+    projection (bound 0.1 here, far below the weights' norms) reaches it."""
+    setup = small_setup(regularizer=regularizer)
+    graphdef, params = model_params(setup)
+    values = {**VALUES, "strength": 0.1}
+
+    def loss(p, x, y):
+        return train.loss_fn(setup, nnx.merge(graphdef, p)(x), y) + train.penalty(setup, p, values["strength"])
+
+    step, tx = train.frozen_step(setup, values, params, loss, 1)
+    x, y = jax.random.normal(jax.random.key(1), (8, 12)), jnp.arange(8) % 3
+    new = train.flat_params(step(params, tx.init(params), x, y)[0])
+    unchanged = [np.array_equal(a, b) for a, b in zip(train.flat_params(params), new)]
+    assert unchanged == [True, True, True, True, False, False]
