@@ -40,8 +40,7 @@ def positive(text: str) -> int:
     return value
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+log = runner.log
 
 
 def cmd_list(args) -> None:
@@ -172,6 +171,17 @@ def cmd_bench(args) -> None:
 BENCHMARKS = ("peer", "grid", "tracking", "freeze-depth")
 
 
+def default_sizes(option: str) -> str:
+    """Each experiment's default seeds, or epochs per program, for --help."""
+    parts = []
+    for name, module in registry.experiments().items():
+        programs = module.plan()
+        values = ([p.runs["seed"].nunique() for p in programs] if option == "seeds"
+                  else [p.setup.epochs for p in programs])
+        parts.append(f"{name} {'/'.join(map(str, dict.fromkeys(values)))}")
+    return ", ".join(parts)
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="study", description="Re-run the deep-learning-details study.",
                     epilog=f"Compiled programs are cached in {devices.cache_dir() or '(no cache)'}; "
@@ -186,8 +196,8 @@ def build_parser() -> Parser:
             p.add_argument("name", nargs="?" if name == "figures" else None, default="all",
                            help=f"one of: {', '.join(registry.experiments())}, all")
         if training:
-            p.add_argument("--seeds", type=positive, help="seeds per condition (default: the experiment's)")
-            p.add_argument("--epochs", type=positive, help="epochs per run (default: the experiment's)")
+            p.add_argument("--seeds", type=positive, help=f"seeds per condition (default: {default_sizes('seeds')})")
+            p.add_argument("--epochs", type=positive, help=f"epochs per run (default: {default_sizes('epochs')})")
             p.add_argument("--quick", action="store_true", help="few seeds and epochs, every condition")
             p.add_argument("--batch-runs", type=positive,
                            help="runs vmapped together on each device (default: all of its runs on a GPU, "

@@ -21,6 +21,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from study import devices, results, train
 
@@ -86,12 +87,22 @@ def run_values(setup: train.Setup, runs: pd.DataFrame) -> dict[str, np.ndarray]:
     return values | {k: runs[k].to_numpy() for k in train.OPTIONAL if k in runs}
 
 
-def run(name: str, programs: list[Program], config: dict,
-        progress: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
+def log(message: str) -> None:
+    """A progress line on stderr, above the progress bar when there is one."""
+    tqdm.write(message, file=sys.stderr)
+
+
+def run(name: str, programs: list[Program], config: dict, progress: Callable[[str], None] = log,
         batch_runs: int | None = None) -> results.Results:
-    """Train every program and return its tidy frames and their metadata."""
+    """Train every program and return its tidy frames and their metadata.
+
+    On a terminal a progress bar counts the experiment's run-epochs, with
+    the elapsed time and an ETA from the programs done so far (off when
+    stderr is not a terminal, so logs stay short)."""
     start = time.perf_counter()
     parts, records, kept = [], [], {}
+    bar = tqdm(total=sum(len(p.runs) * p.setup.epochs for p in programs), desc=name, unit=" run-epochs",
+               file=sys.stderr, disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True)
     for i, program in enumerate(programs, 1):
         setup, runs = program.setup, program.runs.reset_index(drop=True)
         progress(f"[{name}] program {i}/{len(programs)} {program.label}: "
@@ -114,6 +125,8 @@ def run(name: str, programs: list[Program], config: dict,
         records.append({"label": program.label, "setup": dataclasses.asdict(setup),
                         "runs": len(runs), "model": train.model_table(setup),
                         "compile_s": timing.compile_s, "train_s": timing.train_s})
+        bar.update(len(runs) * setup.epochs)
+    bar.close()
     frames = {key: pd.concat([p[key] for p in parts if key in p], ignore_index=True)
               for key in dict.fromkeys(k for p in parts for k in p)}
     metadata = {"experiment": name, "config": config, "programs": records,

@@ -120,9 +120,9 @@ def cell_verdict(ci: Interval, threshold: float, claimed: str) -> str:
 def overall_verdict(cells: list[str]) -> str:
     """Reproduced or contradicted only when every cell says so; inconclusive
     when no cell is decided; mixed otherwise."""
-    if cells and all(c == cells[0] for c in cells):
-        return cells[0]
-    return "inconclusive" if all(c == "inconclusive" for c in cells) else "mixed"
+    if not cells:
+        return "inconclusive"
+    return cells[0] if all(c == cells[0] for c in cells) else "mixed"
 
 
 @dataclasses.dataclass(frozen=True)

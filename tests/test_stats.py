@@ -72,6 +72,7 @@ ABOVE, BELOW, STRADDLE = Interval(0.6, 0.55, 0.65, 8), Interval(0.4, 0.35, 0.45,
     (Interval(np.nan, np.nan, np.nan, 0), "above", "inconclusive"),
     (Interval(0.6, -np.inf, np.inf, 1), "above", "inconclusive"),
     (Interval(0.52, 0.5, 0.54, 8), "above", "inconclusive"),  # touching the threshold is not above it
+    (Interval(0.48, 0.46, 0.5, 8), "above", "inconclusive"),  # nor below it
 ])
 def test_cell_verdict(ci, claimed, verdict):
     assert cell_verdict(ci, 0.5, claimed) == verdict
@@ -95,6 +96,7 @@ def test_at_last_epoch_keeps_each_runs_last_row_whatever_the_row_order():
     (["reproduced", "contradicted"], "mixed"),
     (["reproduced", "inconclusive", "reproduced"], "mixed"),
     (["inconclusive", "contradicted"], "mixed"),
+    ([], "inconclusive"),
 ])
 def test_overall_verdict(cells, verdict):
     assert overall_verdict(cells) == verdict
@@ -148,3 +150,26 @@ def test_the_best_other_arm_is_chosen_on_even_seeds_and_tested_on_odd_ones():
     assert label.endswith("(vs b)") and diff.index.tolist() == [1, 3]
     np.testing.assert_allclose(diff, [0.4, 0.4])
     assert stats.selection_half([0, 1, 2, 3]).tolist() == [True, False, True, False]
+
+
+def test_points_and_formats_by_hand():
+    assert stats.points(Interval(0.5, 0.4, 0.625, 8)) == "50.0 pt [40.0, 62.5]"
+    assert Interval(1.0, 0.5, 1.5, 4).format(digits=1, unit=" epochs") == "1.0 epochs [0.5, 1.5]"
+
+
+def test_a_two_value_sample_is_bootstrapped_within_its_range():
+    ci = stats.bootstrap_ci([0.0, 1.0])
+    assert ci.mean == 0.5 and 0.0 <= ci.lo < 0.5 < ci.hi <= 1.0 and ci.n == 2
+
+
+def test_cells_use_the_claims_bonferroni_level_and_a_fixed_random_state():
+    values = np.linspace(-1, 1, 16) + 0.32
+    five = stats.evaluate({str(k): values for k in range(5)}, 0.0, "above")
+    assert five.cells[0].interval == stats.bootstrap_ci(values, 1 - 0.05 / 5)
+    assert five.cells[0].interval.lo < stats.bootstrap_ci(values).lo  # wider than a lone 95% interval
+    assert stats.evaluate({"cell": values}, 0.0, "above").stability == pytest.approx(0.569)
+
+
+def test_stability_resamples_every_cell_after_one_measured_once():
+    mixed = {"ratio": Interval(2.0, 2.0, 2.0, 1), "cell": np.linspace(-1, 1, 16) + 0.32}
+    assert stats.evaluate(mixed, 0.0, "above").stability < stats.FRAGILE
