@@ -173,3 +173,10 @@ def test_cells_use_the_claims_bonferroni_level_and_a_fixed_random_state():
 def test_stability_resamples_every_cell_after_one_measured_once():
     mixed = {"ratio": Interval(2.0, 2.0, 2.0, 1), "cell": np.linspace(-1, 1, 16) + 0.32}
     assert stats.evaluate(mixed, 0.0, "above").stability < stats.FRAGILE
+
+
+def test_a_cell_without_finite_values_is_inconclusive_in_every_resample():
+    far = np.linspace(0.5, 0.7, 16)
+    result = stats.evaluate({"empty": [np.nan] * 4, "far": far}, 0.0, "above")
+    assert [c.verdict for c in result.cells] == ["inconclusive", "reproduced"]
+    assert result.verdict == "mixed" and result.stability == 1.0
