@@ -163,3 +163,26 @@ def test_penalty_forms():
     assert train.penalty(train.Setup(task=TASK, hidden=(6,), regularizer="dropout"), params, 2.0) == 0
     with pytest.raises(ValueError, match="unknown regularizer 'l3'"):
         train.Setup(regularizer="l3")
+
+
+def test_reset_accuracy_is_the_accuracy_with_that_layer_back_at_its_start():
+    """By hand, from the kept final weights and the run's initial ones: the
+    large-sample accuracy with one weight matrix and bias put back."""
+    setup = train.Setup(keep_params=True, **SHARED)
+    out = grid(setup, [VALUES])
+    run = train.start_run(setup, {**dict.fromkeys(train.OPTIONAL, 0), **VALUES})
+    initial = train.flat_params(run.initial)
+    final = [np.asarray(p[0]) for p in out["params"]]
+    x, y = np.asarray(run.data["x_eval"]), np.asarray(run.data["y_eval"])
+
+    def accuracy(weights):
+        h = x
+        for i in range(0, len(weights), 2):
+            h = h @ weights[i] + weights[i + 1]
+            h = np.maximum(h, 0) if i < len(weights) - 2 else h
+        return np.mean(np.argmax(h, -1) == y)
+
+    for layer in range(3):
+        mixed = [np.asarray(initial[j]) if j // 2 == layer else final[j] for j in range(len(final))]
+        assert out["layers"]["reset_acc"][0, layer] == pytest.approx(accuracy(mixed), abs=1 / len(y) + 1e-6)
+    assert out["layers"]["reset_acc"][0, 0] < accuracy(final)  # resetting the first layer costs accuracy

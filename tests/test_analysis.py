@@ -1,0 +1,76 @@
+"""Each question's analysis functions on small frames whose answers are known by hand."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments import initialization, layer_convergence, regularization, transfer
+
+
+def test_convergence_epochs_by_hand():
+    """first_from: the epoch from which a condition holds to the end."""
+    epochs = np.array([1, 2, 3, 4, 5])
+    assert layer_convergence.first_from(np.array([True, False, True, True, True]), epochs) == 3
+    assert layer_convergence.first_from(np.array([True] * 5), epochs) == 1
+    assert layer_convergence.first_from(np.array([True, True, True, True, False]), epochs) == 5  # never: the last
+
+
+def layer_rows(layer, moved, dist, cka):
+    """One stated run's layer over 4 epochs: tracked change per epoch, distance
+    to the final weights (initial distance 10), CKA to its final output."""
+    return pd.DataFrame({"variant": "stated", "optimizer": "sgd", "activation": "relu", "seed": 0, "layer": layer,
+                         "epoch": [1, 2, 3, 4], "tracked_abs_change": moved, "tracked_l2_change": np.nan,
+                         "rel_change": moved, "dist_final": dist, "dist_init": [1.0, 2.0, 5.0, 10.0],
+                         "cka_final": cka})
+
+
+def test_convergence_and_its_rank_correlation_by_hand():
+    """Layer 0 moves early and settles last; layer 1 moves late and settles first."""
+    layers = pd.concat([layer_rows(0, [8.0, 1.0, 0.5, 0.5], [5.0, 3.0, 2.0, 0.0], [0.5, 0.8, 0.95, 1.0]),
+                        layer_rows(1, [0.5, 0.5, 1.0, 8.0], [5.0, 0.5, 0.2, 0.0], [0.95, 0.99, 1.0, 1.0])])
+    conv = layer_convergence.convergence(layers).set_index("layer")
+    # 90% of the summed change: layer 0 by epoch 2 (9 of 10), layer 1 at epoch 4
+    assert conv["tracked weights (source)"].tolist() == [2.0, 4.0]
+    assert conv["distance to final"].tolist() == [4.0, 2.0]  # within 10% of the initial distance (1.0)
+    assert conv["CKA to final"].tolist() == [3.0, 1.0]
+    rho = layer_convergence.order_statistic(conv.reset_index()).set_index("measure")["rho"]
+    assert rho["tracked weights (source)"] == pytest.approx(1.0) and rho["CKA to final"] == pytest.approx(-1.0)
+
+
+def q1_frame():
+    """Two seeds of one cell: Xavier reaches 0.9 on the test split at epoch 2,
+    N(0, 10^2) never; SGD at two rates, the larger one better on the test split."""
+    rows = []
+    for seed in (0, 1):
+        for init, lr, test in [("glorot_uniform", 0.1, [0.8, 0.92]), ("normal_10", 0.1, [0.5, 0.6]),
+                               ("glorot_uniform", 1.0, [0.85, 0.95])]:
+            for epoch, acc in zip((1, 2), test):
+                rows.append({"variant": "stated", "optimizer": "sgd", "activation": "relu", "init": init, "lr": lr,
+                             "seed": seed, "epoch": epoch, "test_acc": acc, "eval_acc": acc - 0.01,
+                             "diverged": False, "bayes_acc": 0.96})
+    return pd.DataFrame(rows)
+
+
+def test_rate_selection_and_per_run_measures_by_hand():
+    runs = initialization.per_run(q1_frame()).set_index(["init", "seed"])
+    assert runs.loc["glorot_uniform", "lr"].tolist() == [1.0, 1.0]  # the better rate on the test split
+    assert runs.loc["glorot_uniform", "epochs_to_90"].tolist() == [2, 2]
+    assert runs.loc["normal_10", "epochs_to_90"].tolist() == [3, 3]  # never reached: epochs + 1
+    np.testing.assert_allclose(runs.loc["glorot_uniform", "norm_acc"], (0.94 - 0.5) / (0.96 - 0.5))
+
+
+def test_regularized_minus_unregularized_is_paired_by_seed():
+    runs = pd.DataFrame({"variant": "stated", "regularizer": ["none", "l2", "none", "l2"],
+                         "strength": [0.0, 0.1, 0.0, 0.1], "seed": [0, 0, 1, 1], "eval_acc": [0.9, 0.95, 0.8, 0.7]})
+    (label, diff), = regularization.versus_none(runs, "eval_acc", [("stated", "l2", 0.1)]).items()
+    assert label == "stated / l2 0.1"
+    np.testing.assert_allclose(diff.to_numpy(), [0.05, -0.1])
+
+
+def test_phase_diagram_chooses_on_even_seeds_and_measures_the_margin_on_odd_ones():
+    acc = {"a": [0.9, 0.6, 0.9, 0.6], "b": [0.5, 0.7, 0.5, 0.8], "c": [0.4, 0.5, 0.4, 0.5]}
+    runs = pd.DataFrame([{"n_target": 4, "similarity": 0.0, "arm": arm, "seed": seed, "eval_acc": values[seed]}
+                         for arm, values in acc.items() for seed in range(4)])
+    (row,) = transfer.phase_diagram(runs).to_dict("records")
+    assert (row["best"], row["runner_up"]) == ("a", "b")  # on seeds 0 and 2
+    assert row["margin"] == pytest.approx(-0.15) and row["n"] == 2  # a - b on seeds 1 and 3
