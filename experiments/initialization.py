@@ -22,6 +22,7 @@ Run: `study run initialization` (16 seeds, 3,536 runs in 3 compiled programs).
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pandas as pd
 
@@ -33,6 +34,7 @@ from study.runner import Program
 from study.train import Setup, stride
 
 NAME = "initialization"
+TEXT = Path(__file__).with_name("text") / f"{NAME}.md"  # the report's prose
 QUESTION = "How does initialization affect training?"
 
 FAITHFUL_SCHEMES = ("glorot_uniform", "zeros", "constant_1", "normal_0.01", "normal_1")
@@ -256,47 +258,15 @@ def figures(results: Results) -> list[fig.Figure]:
 def section(results: Results) -> report.Section:
     runs = per_run(results.frame)
     bayes = runs.groupby("variant")["bayes_acc"].agg(["mean", "min", "max"])
-    intro = (
-        "S-questions trained one network per initialization and concluded that Xavier and "
-        "low-variance Gaussians train well, a large variance slows training, a constant 0 "
-        "\"eventually trains\" and other constants do not. We re-run its code's setup "
-        "(*faithful*: sigmoid, MSE on one-hot outputs, a random covariance per dataset) and "
-        "its text's setup (*stated*: identity covariance, Bayes limit "
-        f"{bayes.loc['stated', 'mean']:.4f}) with {len(STATED_SCHEMES)} schemes and three "
-        f"activations, {runs['seed'].nunique()} seeds each, under Adam (the original code's optimizer; "
-        "the text names none) and under plain full-batch SGD, the textbook step (S-step), each scheme "
-        f"at the best of the rates {', '.join(map(str, SGD_RATES))} on the 100-point test split. The faithful datasets' Bayes limits range "
-        f"over [{bayes.loc['faithful', 'min']:.3f}, {bayes.loc['faithful', 'max']:.3f}], so its "
-        "accuracies are compared through the scaled accuracy (chance = 0, Bayes = 1). The source "
-        f"ran 5 trainings in about 34.1 s; our {results.frame[[*CELL, 'init', 'lr', 'seed']].drop_duplicates().shape[0]:,} "
-        f"took {results.metadata['wall_time_s']:.0f} s.\n")
-    notes = (
-        "**Mechanism.** With a constant initialization every unit of a layer receives the same "
-        "gradient, so in exact arithmetic the layer stays one effective unit (`distinct_h1`, "
-        "`distinct_h2` = 1 above; a mean above 1 means float32 rounding split the units in some "
-        "runs). "
-        "Whether that unit learns depends on the activation: with zero weights ReLU and tanh units "
-        "output 0 and pass no gradient to the layers below, while sigmoid units output 0.5 and keep "
-        "learning. One effective unit per layer can still solve this almost linear task, which is why "
-        "a constant initialization can reach the Bayes limit without ever breaking symmetry. "
-        "**Optimizers.** The gradient norms at the start (table) are the same for both optimizers; "
-        "what differs is the step. Adam divides each gradient by its running scale, so a weight "
-        "with a tiny gradient moves about as far per step as one with a large gradient; plain SGD "
-        "moves each weight by the rate times its gradient. With a nonzero constant start the two "
-        "output units are identical, so the errors they pass back cancel exactly: the hidden "
-        "layers get no gradient at all at the start (`grad_l0` = `grad_l1` = 0) and only the output "
-        "layer learns until its two units differ. Adam's normalized steps separate them within a "
-        "few steps; SGD's steps scale with the (then small) back-propagated gradient, which is "
-        "where constant starts under SGD fall behind. With zeros, ReLU and tanh units output 0 and "
-        "pass nothing back under either optimizer. Tiny Gaussian weights (N(0, 0.01^2)) start with "
-        "gradients 100 times smaller than Xavier's, which the tuned SGD rate and Adam's scaling "
-        "both make up for on this task.\n\n"
-        "Literature: Glorot & Bengio (2010) on saturating sigmoids under naive initialization; "
-        "He et al. (2015) on variance 2/fan-in for ReLU; Saxe et al. (2013) on orthogonal initialization.\n")
+    text = report.prose(TEXT, stated_bayes=bayes.loc["stated", "mean"], schemes=len(STATED_SCHEMES),
+                        seeds=runs["seed"].nunique(), sgd_rates=", ".join(map(str, SGD_RATES)),
+                        faithful_bayes_min=bayes.loc["faithful", "min"], faithful_bayes_max=bayes.loc["faithful", "max"],
+                        runs=results.frame[[*CELL, "init", "lr", "seed"]].drop_duplicates().shape[0],
+                        wall_s=results.metadata["wall_time_s"])
     return report.Section(
-        title=QUESTION, intro=intro, claims=claims(runs),
+        title=QUESTION, intro=text["intro"], claims=claims(runs),
         tables=[("Per scheme and cell: the selected rate, the norm of each weight matrix's gradient at the "
                  "initial weights (whole training set; l0 is the input layer; mean over seeds), mean distinct "
                  "units per hidden layer at the end, fraction of runs that diverged (non-finite loss), mean "
                  "final large-sample accuracy.", mechanism_table(runs))],
-        notes=notes)
+        notes=text["notes"])

@@ -19,6 +19,7 @@ Layer 0 is the input layer's matrix (input -> hidden 1), layer 3 the output's.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,7 @@ from study.runner import Program
 from study.train import Setup, Tracking, log_epochs, stride
 
 NAME = "layer_convergence"
+TEXT = Path(__file__).with_name("text") / f"{NAME}.md"  # the report's prose
 QUESTION = "Do different layers converge at different speeds?"
 
 HIDDEN = (50, 50, 50)
@@ -238,29 +240,11 @@ def section(results: Results) -> report.Section:
     frame, layers = results.frame, results.tables["layers"]
     conv = convergence(layers)
     seeds = frame["seed"].nunique()
-    intro = (
-        "S-questions plotted 50 weights of each layer of a 3-hidden-layer MLP during training and "
-        "concluded that later layers converge faster (the third layer moves almost monotonically to its "
-        "final values, earlier layers move in a more complicated way and take longer). The literature "
-        "found the opposite order under other measures: representations converge bottom-up (Raghu et al., "
-        "2017) and shallower layers learn first (Chen et al., 2023). We measure convergence four ways, in "
-        f"the original code's setup (*faithful*) and the text's (*stated*, three activations, Adam and SGD), "
-        f"{seeds} seeds each; {frame[['variant', 'optimizer', 'activation', 'seed']].drop_duplicates().shape[0]} "
-        f"runs took {results.metadata['wall_time_s']:.0f} s (the source: one run, about 3.9 s).\n")
-    notes = (
-        "**Why the measures can disagree.** The source's measure is an absolute change of raw weights: a "
-        "layer with few, large weights (the output layer) moves by more per weight than a wide layer whose "
-        "weights are small, and with Adam every weight moves by about the learning rate per step whatever "
-        "its gradient, so raw change says more about scale and optimizer than about convergence. Relative "
-        "change and distance to the final weights are scale-free; CKA asks whether the layer's *function* "
-        "(its output on fixed inputs) has settled, which can happen long before its weights stop moving, "
-        "and a layer's output also changes when the layers below it change: that is what makes the "
-        "function view converge bottom-up. The reset table shows the same asymmetry from another angle "
-        "(Zhang et al., 2019): how much accuracy is lost when one layer alone goes back to its initial "
-        "weights after training.\n")
+    text = report.prose(TEXT, seeds=seeds, wall_s=results.metadata["wall_time_s"],
+                        runs=frame[["variant", "optimizer", "activation", "seed"]].drop_duplicates().shape[0])
     return report.Section(
-        title=QUESTION, intro=intro, claims=claims(conv),
+        title=QUESTION, intro=text["intro"], claims=claims(conv),
         tables=[("Accuracy drop on the large sample (points, mean and 95% CI over seeds) when one layer is "
                  "reset to its initial weights after training; layer 0 is the input layer.",
                  reset_table(frame, layers))],
-        notes=notes)
+        notes=text["notes"])

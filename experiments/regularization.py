@@ -23,6 +23,7 @@ exactly nothing; each kind compiles once, its strengths are traced.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,7 @@ from study.runner import Program
 from study.train import Setup, Tracking, stride
 
 NAME = "regularization"
+TEXT = Path(__file__).with_name("text") / f"{NAME}.md"  # the report's prose
 QUESTION = "How does regularization affect the weights?"
 
 HIDDEN = (50, 50)
@@ -254,25 +256,10 @@ def draw_trajectories(data: pd.DataFrame):
 
 def section(results: Results) -> report.Section:
     runs = per_run(results)
-    intro = (
-        "S-questions trained a 2-hidden-layer MLP with and without an L1 or L2 penalty and concluded that "
-        "regularization clearly shrinks the weights, that strong L1 gives sparse weights at a cost in "
-        "accuracy, that L2 gives smaller weights with no sparsity and no visible harm, and that the effect "
-        "on accuracy is unclear. S-tricks adds dropout and a max-norm constraint. We sweep L1 and L2 on a "
-        "log grid (plus none), add proximal L1 (soft thresholding, which can make exact zeros), dropout and "
-        f"max-norm, in the original code's setup (*faithful*) and the text's (*stated*), "
-        f"{runs['seed'].nunique()} seeds each; {len(runs)} runs took {results.metadata['wall_time_s']:.0f} s "
-        "(the source: about 17.8 s for its runs).\n")
-    notes = (
-        "**Why plain L1 makes few exact zeros.** A (sub)gradient step on lambda * |w| moves a weight by a "
-        "fixed amount towards 0 and past it: the weight ends up oscillating around 0 at the scale of the "
-        "step (with Adam, about the learning rate), small but not 0. The proximal step sets every weight "
-        "whose magnitude is under the threshold to exactly 0, so sparsity shows up as exact zeros. The "
-        "faithful variant's penalty is on each matrix's *mean*, so its per-weight strength is smaller for "
-        "larger matrices; its lambda = 1 is therefore much weaker per weight than the stated lambda = 1.\n")
+    text = report.prose(TEXT, seeds=runs["seed"].nunique(), runs=len(runs), wall_s=results.metadata["wall_time_s"])
     return report.Section(
-        title=QUESTION, intro=intro, claims=claims(runs),
+        title=QUESTION, intro=text["intro"], claims=claims(runs),
         tables=[("Per condition, means over seeds at the last epoch: mean |w| over all matrices and of the first "
                  "layer, fraction of weights under 1e-3 and exactly 0, accuracies (training, 100-point test, "
                  "large sample) and the generalization gap.", condition_table(runs))],
-        notes=notes)
+        notes=text["notes"])

@@ -1,8 +1,8 @@
 """Q4. Fine-tuning versus feature extraction (S-questions, S-tfjs, S-finetune, S-tricks)
 
 A source MLP (4 hidden layers of 64 ReLU units) is pretrained once per seed
-on a `Mixture` source task (5 classes, each the union of 4 Gaussian
-clusters in a 6-dimensional subspace of R^12), beside a linear classifier
+on a `Mixture` source task (the `Mixture` defaults: 8 classes, each the
+union of 3 Gaussian clusters in a 6-dimensional subspace of R^12), beside a linear classifier
 on the raw inputs; its weights are kept in `results/transfer-params.npz`.
 Every strategy then trains on the same target data and seeds, over a grid
 of target sizes (examples per class) x similarity to the source (see
@@ -11,8 +11,9 @@ the size, so sizes are a traced prefix of one training sample.
 
 Strategies, with the number of top layers they train (`trainable_layers`,
 5 = all) and the learning rate `lr` (Adam) of the trained layers below the
-head; a new head always trains at 1e-3, the rate it needs from random
-weights (S-tricks: small rates are for pretrained weights):
+head; a new head trains at 1e-3, the rate it needs from random weights
+(S-tricks: small rates are for pretrained weights), except in the second
+phase of `staged`, where it trains with the top hidden layer at 1e-4:
 
 - `scratch`: random initialization, every layer at 1e-3 (the source's rate);
 - `feature_extraction`: a new head on the frozen last hidden layer;
@@ -25,13 +26,16 @@ weights (S-tricks: small rates are for pretrained weights):
   pretrained weights add at that rate; at 1e-3 it would be `scratch`);
 - `wide_head`: finetune_all at 1e-3 with 9 outputs for the 6 classes.
 
-Frozen layers sit behind `stop_gradient` and out of the optimizer
-(`optax.partition`), so they leave the backward pass.
+Frozen layers are out of the optimizer (`optax.partition`), so they leave
+the backward pass, and without dropout they are applied to the data once
+per phase (`study.train.frozen_view`): feature extraction trains a linear
+model on fixed features.
 """
 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pandas as pd
 
@@ -43,6 +47,7 @@ from study.runner import Program
 from study.train import Setup
 
 NAME = "transfer"
+TEXT = Path(__file__).with_name("text") / f"{NAME}.md"  # the report's prose
 QUESTION = "When should one freeze, fine-tune or train from scratch?"
 
 HIDDEN = (64, 64, 64, 64)
@@ -370,33 +375,22 @@ def section(results: Results) -> report.Section:
     phase = phase_diagram(runs)
     target = next(p["setup"] for p in results.metadata["programs"] if p["label"] == "scratch")
     steps = target["epochs"] * target["steps_per_epoch"]
-    intro = (
-        "S-questions summarises the standard advice (feature extraction for small similar targets, fine-tuning "
-        "for large similar ones, early-layer features for small dissimilar ones, training from scratch for large "
-        "dissimilar ones); S-tfjs measured freezing against fine-tuning everything, S-finetune a staged recipe, "
-        "S-tricks small learning rates, frozen first layers and a wider output layer. We pretrain an MLP (hidden "
-        f"{HIDDEN}) on a source mixture of {SOURCE_TASK.classes} classes, each the union of "
-        f"{SOURCE_TASK.clusters} Gaussian clusters; it reaches {accuracy['mlp']} large-sample accuracy where a "
-        f"linear classifier on the raw inputs reaches {accuracy['linear']} (Bayes limit about {bayes}). Targets "
-        f"have {TARGET_TASK.classes} new classes made of the same pool of clusters at similarity 1 and of an "
-        f"unrelated geometry at 0 (see `study.data.Mixture`); every strategy trains {steps} minibatches of "
-        f"{target['batch_size']} on the same target data and seeds. {runs['seed'].nunique()} seeds, {len(runs):,} transfer runs, "
-        f"{results.metadata['wall_time_s']:.0f} s in all.\n")
     table = phase.assign(margin=[stats.points(stats.Interval(m, lo, hi, n)) for m, lo, hi, n in
                                  phase[["margin", "lo", "hi", "n"]].to_numpy()],
                          accuracy=phase["accuracy"].map("{:.4f}".format))
     table = table[["n_target", "similarity", "best", "accuracy", "runner_up", "margin", "excludes_zero"]]
     model = transfer_model(results)
     times = runs.groupby("arm")["step_time_s"].first()
-    notes = scenario_notes(phase, runs) + (
-        f"\n**Time against FLOPs.** A frozen layer needs no weight gradient, and no input gradient below the "
-        f"lowest trained layer: training the top {FROZEN_K} of {LAYERS} layers needs "
-        f"{step_flops(model, FROZEN_K) / step_flops(model, LAYERS):.0%} of the multiply-adds of training all, "
-        f"and its measured step took {times[FROZEN] / times[NO_FREEZE]:.0%} of the time. A step also "
-        "pays for work that freezing does not shrink (the optimizer's update of the trained layers, the data "
-        "gather, the per-epoch evaluation in these timings), which weighs more the smaller the layers.\n")
+    text = report.prose(TEXT, hidden=HIDDEN, source_classes=SOURCE_TASK.classes, source_clusters=SOURCE_TASK.clusters,
+                        mlp_accuracy=accuracy["mlp"], linear_accuracy=accuracy["linear"], bayes=bayes,
+                        target_classes=TARGET_TASK.classes, steps=steps, batch=target["batch_size"],
+                        seeds=runs["seed"].nunique(), runs=len(runs), wall_s=results.metadata["wall_time_s"],
+                        scenarios=scenario_notes(phase, runs), frozen_k=FROZEN_K, layers=LAYERS,
+                        flop_share=step_flops(model, FROZEN_K) / step_flops(model, LAYERS),
+                        time_share=times[FROZEN] / times[NO_FREEZE])
     return report.Section(
-        title=QUESTION, intro=intro, claims=claims(runs, results.tables["source"]),
+        title=QUESTION, intro=text["intro"], claims=claims(runs, results.tables["source"]),
         tables=[("The phase diagram: per target size (examples per class) and similarity, the best strategy by "
-                 "mean final large-sample accuracy, the runner-up, and the paired margin [95% CI].", table)],
-        notes=notes)
+                 "mean final large-sample accuracy on the even seeds, the runner-up, and their paired margin on the "
+                 "odd seeds [95% bootstrap CI].", table)],
+        notes=text["notes"])

@@ -56,6 +56,14 @@ class Section:
     notes: str = ""
 
 
+def prose(template: Path, **values) -> dict[str, str]:
+    """A question's text by part ("intro", "notes"): the Markdown file
+    `template`, its parts after `<!-- part -->` lines, with `{name}` fields
+    filled from `values` (numbers the results give)."""
+    parts = re.split(r"^<!-- (\w+) -->\n", Path(template).read_text(), flags=re.M)[1:]
+    return {name: text.strip().format(**values) + "\n" for name, text in zip(parts[::2], parts[1::2])}
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     cols = [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
