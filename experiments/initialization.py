@@ -151,24 +151,24 @@ def claims(runs: pd.DataFrame) -> list[report.Claim]:
                      "final large-sample accuracy of Xavier-uniform minus that of the best other scheme "
                      "(chosen by its mean on the even seeds), paired by seed on the odd seeds; Adam, the "
                      "original code's optimizer; claimed above 0.",
-                     cells(acc, xavier_minus_best_other, ("adam",)), 0.0, "above", stats.points),
+                     cells(acc, xavier_minus_best_other, ("adam",)), 0.0, "above", stats.POINTS),
         report.Claim("S-questions, conclusion", "Low-variance Gaussian initialization trains well, like Xavier.",
                      "none given",
                      "final large-sample accuracy of N(0, 0.01^2) minus Xavier-uniform, paired by seed; "
                      "claimed above -1 point.",
-                     cells(acc, low_variance_minus_xavier), -0.01, "above", stats.points),
+                     cells(acc, low_variance_minus_xavier), -0.01, "above", stats.POINTS),
         report.Claim("S-questions, conclusion", "With a large variance, training slows down.", "none given",
                      f"epochs to reach test accuracy {REACHED} with the widest Gaussian minus with "
                      "Xavier-uniform (runs that never reach it count as epochs + 1); Adam; claimed above 0.",
                      cells(speed, largest_variance_minus_xavier, ("adam",)), 0.0, "above",
-                     lambda ci: ci.format(digits=1, unit=" epochs")),
+                     stats.Unit(lambda ci: ci.format(digits=1, unit=" epochs"), 5.0)),
         report.Claim("S-questions, conclusion", "A constant 0 initialization eventually trains.", "none given",
-                     trained, cells(norm, scheme(["zeros"])), TRAINED, "above", lambda ci: ci.format()),
+                     trained, cells(norm, scheme(["zeros"])), TRAINED, "above", stats.Unit(lambda ci: ci.format(), 0.05)),
         report.Claim("S-questions, conclusion + hypothesis",
                      "Other constant initializations do not train (constants train worst).", "none given",
                      trained + " Claimed below.",
                      cells(norm, scheme(["constant_0.5", "constant_1"])), TRAINED, "below",
-                     lambda ci: ci.format()),
+                     stats.Unit(lambda ci: ci.format(), 0.05)),
     ]
 
 

@@ -141,13 +141,13 @@ def claims(conv: pd.DataFrame) -> list[report.Claim]:
             "S-questions, conclusion", f"Later layers converge faster. Measure: {measure}.", "none given (a plot)",
             f"Spearman's rho between layer index (0 = input layer) and its convergence epoch, {how}; "
             "per run, then the mean over seeds; the source claims below 0. The layer with the earliest "
-            "mean convergence epoch is named in each cell.", cells, 0.0, "below", lambda ci: ci.format(digits=2)))
+            "mean convergence epoch is named in each cell.", cells, 0.0, "below", stats.Unit(lambda ci: ci.format(digits=2), 0.2)))
     cka = order[order["measure"] == "CKA to final"]
     cells = {cell_label(key): g["rho"] for key, g in cka.groupby(CELL, sort=False)}
     out.append(report.Claim(
         "Raghu et al. 2017 (SVCCA); Chen et al. 2023", "Representations converge bottom-up: earlier layers first.",
         "none comparable", "Spearman's rho of the CKA convergence epoch against layer index; claimed above 0.",
-        cells, 0.0, "above", lambda ci: ci.format(digits=2)))
+        cells, 0.0, "above", stats.Unit(lambda ci: ci.format(digits=2), 0.2)))
     return out
 
 

@@ -143,34 +143,34 @@ def claims(runs: pd.DataFrame) -> list[report.Claim]:
         report.Claim("S-questions, conclusion", "Regularization clearly shrinks the weights.", "none given (a plot)",
                      "mean |w| over all weight matrices at the end, regularized minus unregularized, paired by "
                      "seed; claimed below 0.",
-                     versus_none(runs, "mean_abs_w", penalties), 0.0, "below", lambda ci: ci.format(digits=4)),
+                     versus_none(runs, "mean_abs_w", penalties), 0.0, "below", stats.Unit(lambda ci: ci.format(digits=4), 0.002)),
         report.Claim("S-questions, conclusion", "Strong L1 gives sparse weights.", "none given",
                      f"fraction of weights under {SMALL:g} in magnitude (percentage points), strongest L1 (penalty "
                      "and proximal) minus unregularized; claimed above 0. Exact zeros are in the table below.",
-                     versus_none(runs, "small_frac", strongest), 0.0, "above", stats.points),
+                     versus_none(runs, "small_frac", strongest), 0.0, "above", stats.POINTS),
         report.Claim("S-questions, conclusion", "Strong L1 costs accuracy.", "none given",
                      "final large-sample accuracy, strongest L1 minus unregularized; claimed below 0.",
-                     versus_none(runs, "eval_acc", strongest), 0.0, "below", stats.points),
+                     versus_none(runs, "eval_acc", strongest), 0.0, "below", stats.POINTS),
         report.Claim("S-questions, conclusion", "L2 gives smaller weights but no sparsity.", "none given",
                      f"fraction of weights under {SMALL:g}, L2 minus unregularized; claimed below 5 points.",
-                     versus_none(runs, "small_frac", l2), 0.05, "below", stats.points),
+                     versus_none(runs, "small_frac", l2), 0.05, "below", stats.POINTS),
         report.Claim("S-questions, conclusion", "L2 does no visible harm to accuracy.", "none given",
                      "final large-sample accuracy, L2 minus unregularized; claimed above -1 point.",
-                     versus_none(runs, "eval_acc", l2), -0.01, "above", stats.points),
+                     versus_none(runs, "eval_acc", l2), -0.01, "above", stats.POINTS),
         report.Claim("S-questions, hypothesis", "Mild regularization may raise accuracy.", "none given",
                      "final large-sample accuracy at the best strength of each kind (chosen by its mean on the "
                      "even seeds) minus unregularized, on the odd seeds; claimed above 0.",
-                     best_versus_none(runs, ["l1", "l1_prox", "l2"]), 0.0, "above", stats.points),
+                     best_versus_none(runs, ["l1", "l1_prox", "l2"]), 0.0, "above", stats.POINTS),
         report.Claim("S-tricks", "Dropout of 20-50% on hidden units (20% on the input) improves the model.",
                      "none given", "final large-sample accuracy, dropout minus unregularized; claimed above 0.",
-                     versus_none(runs, "eval_acc", conditions(runs, ["dropout"])), 0.0, "above", stats.points),
+                     versus_none(runs, "eval_acc", conditions(runs, ["dropout"])), 0.0, "above", stats.POINTS),
         report.Claim("Srivastava et al. 2014", "Dropout reduces overfitting.", "none comparable",
                      "generalization gap (train minus large-sample accuracy), dropout minus unregularized; "
                      "claimed below 0.",
-                     versus_none(runs, "gap", conditions(runs, ["dropout"])), 0.0, "below", stats.points),
+                     versus_none(runs, "gap", conditions(runs, ["dropout"])), 0.0, "below", stats.POINTS),
         report.Claim("S-tricks", "A max-norm constraint (e.g. 5) on each unit's incoming weights helps.",
                      "none given", "final large-sample accuracy, max-norm minus unregularized; claimed above 0.",
-                     versus_none(runs, "eval_acc", conditions(runs, ["maxnorm"])), 0.0, "above", stats.points),
+                     versus_none(runs, "eval_acc", conditions(runs, ["maxnorm"])), 0.0, "above", stats.POINTS),
     ]
 
 

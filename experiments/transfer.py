@@ -204,57 +204,57 @@ def claims(runs: pd.DataFrame, source: pd.DataFrame) -> list[report.Claim]:
     out = [report.Claim("this study", "The source task needs the hidden layers.", "none",
                         "the source MLP's final large-sample accuracy minus a linear classifier's on the raw "
                         "inputs, paired by seed; claimed above 10 points.",
-                        {"source task": final["mlp"] - final["linear"]}, 0.10, "above", stats.points,
+                        {"source task": final["mlp"] - final["linear"]}, 0.10, "above", stats.POINTS,
                         design_check=True),
            report.Claim("this study", "Frozen source features are worth less as similarity falls.",
                         "none", "feature_extraction's final accuracy at similarity 1 minus at similarity 0, paired "
                         "by seed, per size; claimed above 0.",
                         {f"n = {n}/class": by_seed(runs, n, sims[-1])["feature_extraction"]
                          - by_seed(runs, n, sims[0])["feature_extraction"] for n in sizes}, 0.0, "above",
-                        stats.points, design_check=True)]
+                        stats.POINTS, design_check=True)]
     for (size, sim), arm, words in advice:
         out.append(report.Claim("S-questions", f"{size.capitalize()} and {sim} target: {words}.", "none given",
                                 f"final large-sample accuracy of {arm} minus the best other strategy in the cell "
                                 "(chosen by its mean on the even seeds), paired by seed on the odd seeds; claimed "
                                 "above 0.", versus(runs, arm, None, scenarios[(size, sim)]), 0.0, "above",
-                                stats.points))
+                                stats.POINTS))
     out += [
         report.Claim("S-questions", "Large and dissimilar: fine-tuning often still helps over training from scratch.",
                      "none given", f"final accuracy of finetune_all at the from-scratch rate {LR:g} minus scratch "
                      "(the same training from random weights); claimed above 0.",
-                     versus(runs, NO_FREEZE, "scratch", scenarios[("large", "dissimilar")]), 0.0, "above", stats.points),
+                     versus(runs, NO_FREEZE, "scratch", scenarios[("large", "dissimilar")]), 0.0, "above", stats.POINTS),
         report.Claim("S-questions, S-tricks", "Fine-tune pretrained weights with a small learning rate.", "none given",
                      f"final accuracy of finetune_all with the pretrained layers at {SMALL_LR:g} minus at "
                      f"{LARGE_LR:g} (the new head at {LR:g} in both); claimed above 0.",
                      versus(runs, f"finetune_all lr={SMALL_LR:g}", f"finetune_all lr={LARGE_LR:g}", corners), 0.0, "above",
-                     stats.points),
+                     stats.POINTS),
         report.Claim("S-tricks", "Leave the first layers alone (freeze them).", "none given",
                      f"final accuracy with the first layer frozen (finetune_top k={LAYERS - 1}) minus with "
                      f"none frozen (finetune_all, same rate {LR:g}); claimed above 0.",
-                     versus(runs, f"finetune_top k={LAYERS - 1}", NO_FREEZE, corners), 0.0, "above", stats.points),
+                     versus(runs, f"finetune_top k={LAYERS - 1}", NO_FREEZE, corners), 0.0, "above", stats.POINTS),
         report.Claim("S-tfjs", "Freezing the feature layers lowers the loss after the first epoch.", "0.27 vs 0.37",
                      f"mean minibatch loss of the first epoch, frozen ({FROZEN}) minus not frozen ({NO_FREEZE}), at "
                      "the largest size; claimed below 0.",
                      versus(runs, FROZEN, NO_FREEZE, largest, value="first_train_loss"), 0.0, "below",
-                     lambda ci: ci.format(digits=3)),
+                     stats.Unit(lambda ci: ci.format(digits=3), 0.02)),
         report.Claim("S-tfjs", "Freezing raises the accuracy after the first epoch.", "0.91 vs 0.87",
                      "test-split accuracy after the first epoch, frozen minus not frozen; claimed above 0.",
-                     versus(runs, FROZEN, NO_FREEZE, largest, value="first_test_acc"), 0.0, "above", stats.points),
+                     versus(runs, FROZEN, NO_FREEZE, largest, value="first_test_acc"), 0.0, "above", stats.POINTS),
         report.Claim("S-tfjs", "Freezing gives a higher final accuracy.", "about 0.968 vs 0.945",
                      "final large-sample accuracy, frozen minus not frozen; claimed above 0.",
-                     versus(runs, FROZEN, NO_FREEZE, largest), 0.0, "above", stats.points),
+                     versus(runs, FROZEN, NO_FREEZE, largest), 0.0, "above", stats.POINTS),
         report.Claim("S-tfjs", "Training without freezing takes about twice as long.", "about 60 s vs 30 s",
                      "training time per step of the whole program (evaluation included), not frozen over "
                      "frozen; one timing per program, so the interval is the ratio itself; claimed above 1.5.",
-                     step_ratio(runs, NO_FREEZE, FROZEN), 1.5, "above", lambda ci: f"{ci.mean:.2f}x"),
+                     step_ratio(runs, NO_FREEZE, FROZEN), 1.5, "above", stats.Unit(lambda ci: f"{ci.mean:.2f}x", 0.25)),
         report.Claim("S-finetune", "Training the head first, then the top block with a very small rate, beats "
                      "feature extraction.", "93% validation accuracy",
                      "final accuracy of staged minus feature_extraction; claimed above 0.",
-                     versus(runs, "staged", "feature_extraction", corners), 0.0, "above", stats.points),
+                     versus(runs, "staged", "feature_extraction", corners), 0.0, "above", stats.POINTS),
         report.Claim("S-tricks", "An output layer wider than the class count helps.", "none given",
                      f"final accuracy of wide_head ({WIDE} outputs for {TARGET_TASK.classes} classes) minus "
                      f"finetune_all at the same rate {LR:g}; claimed above 0.",
-                     versus(runs, "wide_head", NO_FREEZE, corners), 0.0, "above", stats.points),
+                     versus(runs, "wide_head", NO_FREEZE, corners), 0.0, "above", stats.POINTS),
     ]
     return out
 

@@ -39,12 +39,22 @@ class Claim:
     cells: dict[str, object]
     threshold: float
     claimed: str  # "above" or "below" the threshold
-    fmt: Callable[[stats.Interval], str]
+    unit: stats.Unit
     design_check: bool = False  # a check of the study's own design, not a source's claim
 
     @functools.cached_property
     def result(self) -> stats.Evaluation:
         return stats.evaluate(self.cells, self.threshold, self.claimed)
+
+    @property
+    def moved(self) -> dict[float, str]:
+        """The verdict at the threshold moved either way by the unit's tolerance."""
+        return stats.robustness(self.result, self.threshold, self.claimed, self.unit.tolerance)
+
+    @property
+    def robust(self) -> str:
+        """"robust" when moving the threshold keeps the verdict, else what it depends on."""
+        return "robust" if set(self.moved.values()) == {self.result.verdict} else "depends on the threshold"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,18 +98,26 @@ def claims_table(question: int, claims: list[Claim]) -> str:
         "cells reproduced / decided / all": (
             f"{sum(x.verdict == 'reproduced' for x in c.result.cells)} / "
             f"{sum(x.verdict != 'inconclusive' for x in c.result.cells)} / {len(c.result.cells)}"),
-        "verdict": verdict_text(c), "stability": f"{c.result.stability:.0%}"} for i, c in enumerate(claims, 1)])
+        "verdict": verdict_text(c), "stability": f"{c.result.stability:.0%}",
+        "threshold moved": c.robust} for i, c in enumerate(claims, 1)])
     return markdown_table(rows)
 
 
 def claim_detail(question: int, i: int, claim: Claim) -> str:
     result = claim.result
-    rows = pd.DataFrame([{"cell": c.label, f"mean [{result.level:.1%} CI]": claim.fmt(c.interval),
+    rows = pd.DataFrame([{"cell": c.label, f"mean [{result.level:.1%} CI]": claim.unit.format(c.interval),
                           "n": c.interval.n, "verdict": c.verdict} for c in result.cells])
     kind = "Design check" if claim.design_check else "Claim"
     return (f'<a id="{claim_id(question, i)}"></a>\n\n**{kind} {i}. {claim.text}** ({claim.source}). '
             f"Statistic: {claim.statistic} Verdict: {verdict_text(claim)}, kept in "
-            f"{result.stability:.0%} of seed resamples.\n\n{markdown_table(rows)}\n")
+            f"{result.stability:.0%} of seed resamples; {moved_text(claim)}.\n\n{markdown_table(rows)}\n")
+
+
+def moved_text(claim: Claim) -> str:
+    """The verdict at the threshold moved either way, in words."""
+    at = ", ".join(f"{verdict} at {claim.unit.format(stats.Interval(t, t, t, 1)).split(' [')[0]}"
+                   for t, verdict in claim.moved.items())
+    return f"{claim.robust} ({at})"
 
 
 def claims_frame(sections: list[tuple[int, Section]]) -> pd.DataFrame:
@@ -117,7 +135,9 @@ def claims_frame(sections: list[tuple[int, Section]]) -> pd.DataFrame:
                              "claimed": claim.claimed, "cell": cell.label, "estimate": cell.interval.mean,
                              "lo": cell.interval.lo, "hi": cell.interval.hi, "level": result.level,
                              "n": cell.interval.n, "cell_verdict": cell.verdict, "verdict": result.verdict,
-                             "stability": result.stability, "fragile": result.fragile})
+                             "stability": result.stability, "fragile": result.fragile,
+                             "robustness": claim.robust,
+                             **{f"verdict_at_{side}": v for side, v in zip(("lower", "upper"), claim.moved.values())}})
     return pd.DataFrame(rows)
 
 

@@ -14,6 +14,7 @@ one per plotted point.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -96,6 +97,25 @@ def summarize(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
 def points(ci: Interval) -> str:
     """An interval of fractions in percentage points."""
     return ci.format(scale=100, digits=1, unit=" pt")
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """How a claim's statistic is printed, and how far its threshold is moved
+    either way to see whether the verdict depends on it."""
+
+    format: Callable[[Interval], str]
+    tolerance: float
+
+
+POINTS = Unit(points, 0.005)  # fractions shown in percentage points; threshold moved by half a point
+
+
+def robustness(result: Evaluation, threshold: float, claimed: str, tolerance: float) -> dict[float, str]:
+    """The claim's verdict with its threshold moved by -tolerance and
+    +tolerance, from the same intervals."""
+    return {t: overall_verdict([cell_verdict(c.interval, t, claimed) for c in result.cells])
+            for t in (threshold - tolerance, threshold + tolerance)}
 
 
 def at_last_epoch(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -194,5 +214,7 @@ VERDICT_RULE = (
     "no cell is decided; mixed otherwise. Where a claim compares with \"the best other\" arm, "
     "the even seeds choose that arm and the odd seeds test it. *Stability* is the share of "
     f"{STABILITY_RESAMPLES:,} resamples of the seeds under which the claim's verdict stays the "
-    f"same; a verdict kept in under {FRAGILE:.0%} of them is marked *fragile*."
+    f"same; a verdict kept in under {FRAGILE:.0%} of them is marked *fragile*. *Threshold moved*: the "
+    "claim's verdict with its threshold moved either way by a tolerance stated in the statistic's unit "
+    "(half a percentage point for accuracies and fractions); *robust* when both keep the verdict."
 )

@@ -180,3 +180,9 @@ def test_a_cell_without_finite_values_is_inconclusive_in_every_resample():
     result = stats.evaluate({"empty": [np.nan] * 4, "far": far}, 0.0, "above")
     assert [c.verdict for c in result.cells] == ["inconclusive", "reproduced"]
     assert result.verdict == "mixed" and result.stability == 1.0
+
+
+def test_moving_the_threshold_rereads_the_same_intervals():
+    result = stats.evaluate({"a": np.linspace(0.5, 0.7, 16)}, 0.0, "above")
+    assert stats.robustness(result, 0.0, "above", 0.6) == {-0.6: "reproduced", 0.6: "inconclusive"}
+    assert stats.robustness(result, 0.0, "above", 0.1) == {-0.1: "reproduced", 0.1: "reproduced"}
