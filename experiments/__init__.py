@@ -1,6 +1,7 @@
 """The study's questions, one module per question, and its benchmark workloads.
 
-Each question module defines `NAME`, `QUESTION`, `plan(seeds, epochs, quick)`
+Each question module defines `NAME`, `QUESTION`, `SEEDS` and `QUICK_SEEDS`
+(its default seeds), `plan(seeds, epochs, quick)`
 (its grid as `study.runner.Program`s), `figures(results)` and
 `section(results)` (reading a `study.results.Results`); its claims and
 verdict rules live with it. A workload module defines `plan(seeds, epochs)`.

@@ -245,7 +245,8 @@ def figures(results: Results) -> list[fig.Figure]:
     return [
         fig.Figure("curves", "Test accuracy per epoch, stated variant under Adam; mean and 95% band over seeds; "
                    "dashed: constant initializations; dotted: Bayes limit.", curves, draw_curves),
-        fig.Figure("loss", "Training loss per epoch (log scale), stated variant under Adam; mean and 95% band over "
+        fig.Figure("loss", "Training loss per epoch (log scale: the mean loss of the epoch's minibatch steps, each "
+                   "from the step's own forward pass), stated variant under Adam; mean and 95% band over "
                    "seeds of runs with a finite loss.", loss, draw_loss),
         fig.Figure("final", "Final accuracy on 10,000 fresh points per scheme and activation, stated "
                    "variant, under Adam (100 epochs) and full-batch SGD (150 steps, each scheme at its "

@@ -261,11 +261,12 @@ def claims(runs: pd.DataFrame, source: pd.DataFrame) -> list[report.Claim]:
 
 def step_flops(model: list[dict], trainable: int) -> float:
     """Multiply-adds of one step per example, from the layer table: the
-    forward pass, the weight gradients of the trained layers, and the input
-    gradients of the trained layers above the lowest one."""
+    trained layers' forward pass (the frozen ones run once per phase, not per
+    step), their weight gradients, and the input gradients of the trained
+    layers above the lowest one."""
     sizes = [row["kernel"][0] * row["kernel"][1] for row in model]
     trained = sizes[len(sizes) - trainable:]
-    return sum(sizes) + sum(trained) + sum(trained[1:])
+    return 2 * sum(trained) + sum(trained[1:])
 
 
 def transfer_model(results: Results) -> list[dict]:

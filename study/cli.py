@@ -60,9 +60,9 @@ def plans(args) -> list[tuple]:
         try:
             per_seed = sum(len(p.runs) * p.setup.epochs for p in module.plan(seeds=1, epochs=args.epochs,
                                                                                quick=args.quick))
-            size = per_seed * (args.seeds or 1)
-            if size > MAX_RUN_EPOCHS:
-                raise ValueError(f"{module.NAME} with --seeds {args.seeds} would train {size:,} run-epochs; "
+            seeds = args.seeds or (module.QUICK_SEEDS if args.quick else module.SEEDS)
+            if per_seed * seeds > MAX_RUN_EPOCHS:
+                raise ValueError(f"{module.NAME} with {seeds} seeds would train {per_seed * seeds:,} run-epochs; "
                                  f"the limit is {MAX_RUN_EPOCHS:,}")
             out.append((module, module.plan(seeds=args.seeds, epochs=args.epochs, quick=args.quick)))
         except ValueError as err:  # options the experiment's grid cannot take

@@ -16,7 +16,6 @@ import functools
 import os
 import time
 
-import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap

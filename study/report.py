@@ -16,7 +16,6 @@ import base64
 import dataclasses
 import functools
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import markdown

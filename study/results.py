@@ -129,11 +129,12 @@ def read(path: Path) -> Results:
     if metadata.get("params"):
         try:
             with np.load(params_path(path)) as kept:
-                same_write(path, params_path(path), metadata, str(kept["write_id"]) if "write_id" in kept else None)
+                write_id = str(kept["write_id"]) if "write_id" in kept else None
                 params = {name: kept[name] for name in metadata["params"]}
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
             raise ResultsError(f"{params_path(path)} is missing or not this run's weights ({type(err).__name__}); "
                                f"run `study run {path.stem}` again") from None
+        same_write(path, params_path(path), metadata, write_id)
     for name, table in {"": frame, **tables}.items():
         if table.empty or ("epoch" in table and not pd.api.types.is_integer_dtype(table["epoch"])):
             where = table_path(path, name) if name else path

@@ -126,7 +126,7 @@ def at_last_epoch(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 def cell_verdict(ci: Interval, threshold: float, claimed: str) -> str:
     """`claimed` is "above" or "below" `threshold`: reproduced when the whole
     interval lies on the claimed side, contradicted when it lies on the other,
-    inconclusive when it straddles."""
+    inconclusive when it touches or straddles it."""
     if claimed not in CLAIMED:
         raise ValueError(f"claimed must be 'above' or 'below', got {claimed!r}")
     if not np.isfinite(ci.mean):
@@ -189,12 +189,13 @@ def stability(cells: dict, threshold: float, claimed: str, level: float, verdict
             continue
         x = np.asarray(values, dtype=float)
         x = x[np.isfinite(x)]
-        if x.size == 0:
+        if x.size < 2:  # an infinitely wide interval, as in bootstrap_ci
             verdicts.append(np.full(STABILITY_RESAMPLES, "inconclusive"))
             continue
         outer = x[rng.integers(x.size, size=(STABILITY_RESAMPLES, x.size))]
-        inner = outer[:, rng.integers(x.size, size=(STABILITY_RESAMPLES, x.size))].mean(-1)
-        lo, hi = np.percentile(inner, [tail, 100 - tail], axis=1)
+        inner = rng.integers(x.size, size=(STABILITY_RESAMPLES, x.size))
+        lo, hi = np.concatenate([np.percentile(chunk[:, inner].mean(-1), [tail, 100 - tail], axis=1)
+                                 for chunk in np.array_split(outer, 10)], axis=1)  # bounded memory
         verdicts.append([cell_verdict(Interval(m, a, b, x.size), threshold, claimed)
                          for m, a, b in zip(outer.mean(1), lo, hi)])
     kept = [overall_verdict(list(row)) == verdict for row in zip(*verdicts)]

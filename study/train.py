@@ -4,10 +4,10 @@ A `Setup` holds everything that shapes the program (sizes, activation, loss,
 epochs); it is static, and changing it recompiles. Per-run values (seeds,
 the index of the initialization scheme, the learning rate) are traced arrays
 with a leading `runs` axis, so all seeds and value-conditions of a grid share
-one program. The program is `jit(shard_map(lax.map(train_run)))`: runs are
-spread over every device on a 1-D mesh named `runs`, and each device trains
-its share one after another (or `batch_runs` at a time with `vmap`), every
-training a `lax.scan` over epochs. Metrics come back as arrays; weights never
+one program. The program is `jit(shard_map(...))` over a 1-D mesh named
+`runs` that spans every device; each device starts its runs one at a time
+(`start_run` under `lax.map`) and trains them `batch_runs` at a time
+(`train_from` under `vmap`), every training a `lax.scan` over epochs. Metrics come back as arrays; weights never
 leave the device during training.
 """
 
@@ -145,9 +145,9 @@ class Setup:
             if not (self.steps_per_epoch and self.batch_size):
                 raise ValueError("a Mixture task trains a fixed number of minibatches per epoch: "
                                  "set batch_size and steps_per_epoch")
-            if "train_acc" in self.scored:
+            if {"train_acc", "initial_grad_norm"} & set(self.scored):
                 raise ValueError("a Mixture task trains on a traced prefix of its training set: "
-                                 "its train_acc is not scored")
+                                 "train_acc and initial_grad_norm are not scored")
         elif self.batches_per_epoch * (self.batch_size or self.task.n_train) > self.task.n_train:
             raise ValueError(f"{self.batches_per_epoch} minibatches of {self.batch_size} exceed "
                              f"the {self.task.n_train} training points")
@@ -619,7 +619,6 @@ class Timing:
     train_s: float
     batch_runs: int  # runs trained together on each device
     cache_hits: int = 0  # programs loaded from the persistent compilation cache
-    cache_misses: int = 0  # programs compiled and written to it
 
 
 @functools.lru_cache(maxsize=32)
@@ -654,8 +653,8 @@ def train_grid(setup: Setup, values: dict[str, Sequence], *, pretrained: Sequenc
     `pretrained`, for a `setup.pretrained` grid, is `flat_params` of the
     pretrained networks stacked by seed. Returns `train_run`'s output with a
     leading `runs` axis on every array, and the compile and training times.
-    Runs are padded to a multiple of the device count (copies of the last
-    run) and the padding dropped. Each device trains `batch_runs` runs at a
+    Runs are padded to a multiple of the device count times `batch_runs`
+    (copies of the last run) and the padding dropped. Each device trains `batch_runs` runs at a
     time (vmapped); by default all of its runs on a GPU, one on a CPU, where
     batching gains nothing (the README's measurements).
     """
@@ -668,11 +667,11 @@ def train_grid(setup: Setup, values: dict[str, Sequence], *, pretrained: Sequenc
     start = time.perf_counter()
     if setup.pretrained != bool(pretrained):
         raise ValueError("pass pretrained weights exactly when setup.pretrained is set")
-    hits, misses = devices_lib.cache_counts()
+    hits = devices_lib.cache_counts()[0]
     program, sharding, replicated = _compiled(setup, devices, padded, batch_runs,
                                               tuple(np.shape(w) for w in pretrained))
     compiled = time.perf_counter()
-    hits, misses = (now - before for now, before in zip(devices_lib.cache_counts(), (hits, misses)))
+    hits = devices_lib.cache_counts()[0] - hits
     args = {k: np.asarray(values[k] if k in values or k not in OPTIONAL else np.zeros(n_runs), dtype=dt)
             for k, dt in RUN_VALUES.items()}
     args = {k: jax.device_put(np.pad(v, (0, padded - n_runs), mode="edge"), sharding)
@@ -684,4 +683,4 @@ def train_grid(setup: Setup, values: dict[str, Sequence], *, pretrained: Sequenc
         from jax.experimental import multihost_utils
         out = multihost_utils.process_allgather(out, tiled=True)
     metrics = jax.tree.map(lambda v: np.asarray(v)[:n_runs], out)
-    return metrics, Timing(compiled - start, trained - compiled, batch_runs, hits, misses)
+    return metrics, Timing(compiled - start, trained - compiled, batch_runs, hits)

@@ -136,9 +136,10 @@ def test_verify_reruns_the_committed_config_and_finds_the_same_verdicts(quick, c
 @pytest.mark.parametrize("argv, message", [
     (["run", "nope"], "unknown experiment 'nope'; choose from initialization, layer_convergence, regularization, transfer or all"),
     (["run", "all", "--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
+    (["run", "transfer", "--epochs", "1000000000"], "transfer with 16 seeds would train"),
     (["run", "all", "--epochs", "-3"], "argument --epochs: must be at least 1, got -3"),
     (["run", "all", "--epochs", "x"], "argument --epochs: expected a whole number >= 1, got 'x'"),
-    (["run", "all", "--seeds", "1000000000"], "initialization with --seeds 1000000000 would train 31,020,000,000,000 run-epochs; the limit is 50,000,000"),
+    (["run", "all", "--seeds", "1000000000"], "initialization with 1000000000 seeds would train 31,020,000,000,000 run-epochs; the limit is 50,000,000"),
     (["figures", "initialization"], "no results file"),
     (["report"], "no results file"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),

@@ -115,3 +115,14 @@ def test_differences_name_each_numeric_column_and_its_largest_gap():
     assert list(results.differences(a, b)) == [("", "seed", 0.0), ("", "acc", 0.25)]
     c = results.Results(pd.DataFrame({"seed": [0, 1], "acc": [0.5, 0.5], "step_time_s": [1.0, 2.0]}), {})
     assert list(results.differences(a, c))[1] == ("", "acc", np.inf)  # NaN against a number
+
+
+def test_kept_weights_of_another_write_are_caught(tmp_path):
+    path = results.path_for(tmp_path, "x")
+    params = {"w": np.ones((2, 3), np.float32)}
+    results.write(path, results.Results(FRAME, META, {}, params))
+    old_weights = results.params_path(path).read_bytes()
+    results.write(path, results.Results(FRAME, META, {}, params))
+    results.params_path(path).write_bytes(old_weights)
+    with pytest.raises(results.ResultsError, match="x-params.npz and x.parquet come from different runs"):
+        results.read(path)

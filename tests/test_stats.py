@@ -186,3 +186,8 @@ def test_moving_the_threshold_rereads_the_same_intervals():
     result = stats.evaluate({"a": np.linspace(0.5, 0.7, 16)}, 0.0, "above")
     assert stats.robustness(result, 0.0, "above", 0.6) == {-0.6: "reproduced", 0.6: "inconclusive"}
     assert stats.robustness(result, 0.0, "above", 0.1) == {-0.1: "reproduced", 0.1: "reproduced"}
+
+
+def test_a_single_value_is_inconclusive_in_the_interval_and_in_every_resample():
+    result = stats.evaluate({"one seed": [0.3]}, 0.0, "above")
+    assert result.verdict == "inconclusive" and result.stability == 1.0
