@@ -99,24 +99,26 @@ def train_peer(seeds: int = 16, epochs: int = 1000, lr: float = 0.1) -> dict:
     """Returns {"wall_s": float (from the first data to the last epoch, compile included),
                "run_epochs": int, "final_test_acc": numpy array (runs,), "schemes": tuple}
     plus the per-epoch "train_loss" and "test_acc" histories, (epochs, runs).
-    Runs are seed-major: run = seed * len(SCHEMES) + scheme index."""
+    Runs are seed-major: run = seed * len(SCHEMES) + scheme index. On a
+    GPU when torch sees one, as the engine would be."""
     torch.set_num_threads(os.cpu_count())
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
     data = [torch.stack(part) for part in zip(*(make_data(s) for s in range(seeds)))]
     run_seed = torch.arange(seeds).repeat_interleave(len(SCHEMES))
-    data = [part[run_seed] for part in data]
+    data = [part[run_seed].to(device) for part in data]
     models = [make_model(scheme, torch.Generator().manual_seed(
                   INIT_SEED_OFFSET + seed * len(SCHEMES) + k))
               for seed in range(seeds) for k, scheme in enumerate(SCHEMES)]
     params, _ = stack_module_state(models)
-    params = {k: p.detach() for k, p in params.items()}
+    params = {k: p.detach().to(device) for k, p in params.items()}
     base = copy.deepcopy(models[0]).to("meta")
-    losses = torch.empty(epochs, len(models))
-    accs = torch.empty(epochs, len(models))
+    losses = torch.empty(epochs, len(models), device=device)
+    accs = torch.empty(epochs, len(models), device=device)
     step, (params, losses[0], accs[0]) = first_working(make_step(base, lr), (params, *data))
     for epoch in range(1, epochs):
         params, losses[epoch], accs[epoch] = step(params, *data)
-    accs, losses = accs.numpy(), losses.numpy()
+    accs, losses = accs.cpu().numpy(), losses.cpu().numpy()
     return {"wall_s": time.perf_counter() - start, "run_epochs": len(models) * epochs,
             "final_test_acc": accs[-1], "schemes": SCHEMES,
             "train_loss": losses, "test_acc": accs}
