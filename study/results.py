@@ -155,9 +155,15 @@ TIMINGS = ("step_time_s",)  # columns that differ between any two runs
 def differences(a: Results, b: Results):
     """(table, column, largest absolute difference) for every numeric column
     of two results of one grid, timings excepted ("" is the main table);
-    NaN where exactly one of them is NaN counts as an infinite difference."""
+    NaN where exactly one of them is NaN counts as an infinite difference.
+    Results of different grids are a ResultsError."""
+    if sorted(a.tables) != sorted(b.tables):
+        raise ResultsError(f"the results hold different tables ({sorted(a.tables)} and {sorted(b.tables)})")
     for table in ["", *a.tables]:
         left, right = (a.frame, b.frame) if not table else (a.tables[table], b.tables[table])
+        if left.shape != right.shape:
+            raise ResultsError(f"the results come from different grids ({table or 'main'} table: "
+                               f"{left.shape[0]:,} and {right.shape[0]:,} rows); rerun `study run` first")
         for column in left.select_dtypes("number").columns.difference(TIMINGS, sort=False):
             x, y = (np.asarray(f[column], dtype=float) for f in (left, right))
             same = (x == y) | (np.isnan(x) & np.isnan(y))  # equal infinities too

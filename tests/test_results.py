@@ -115,6 +115,8 @@ def test_differences_name_each_numeric_column_and_its_largest_gap():
     assert list(results.differences(a, b)) == [("", "seed", 0.0), ("", "acc", 0.25)]
     c = results.Results(pd.DataFrame({"seed": [0, 1], "acc": [0.5, 0.5], "step_time_s": [1.0, 2.0]}), {})
     assert list(results.differences(a, c))[1] == ("", "acc", np.inf)  # NaN against a number
+    with pytest.raises(results.ResultsError, match="different grids"):
+        list(results.differences(a, results.Results(a.frame.iloc[:1], {})))
 
 
 def test_kept_weights_of_another_write_are_caught(tmp_path):
