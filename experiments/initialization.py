@@ -125,10 +125,8 @@ def claims(runs: pd.DataFrame) -> list[report.Claim]:
     acc, norm, speed = paired(runs, "eval_acc"), paired(runs, "norm_acc"), paired(runs, "epochs_to_90")
 
     def xavier_minus_best_other(part):
-        selects = stats.selection_half(part.index.get_level_values("seed"))
-        others = part.drop(columns="glorot_uniform").dropna(axis=1, how="all")
-        best = others[selects].mean().idxmax()
-        yield f" (vs {best})", (part["glorot_uniform"] - part[best])[~selects]
+        best, difference = stats.versus_best(part, "glorot_uniform")
+        yield f" (vs {best})", difference
 
     def low_variance_minus_xavier(part):
         yield "", part["normal_0.01"] - part["glorot_uniform"]

@@ -169,9 +169,8 @@ def versus(runs: pd.DataFrame, arm: str, other: str | None, cells, value: str = 
         if other:
             out[cell_name(n, s)] = table[arm] - table[other]
             continue
-        selects = stats.selection_half(table.index)
-        rival = table.drop(columns=arm)[selects].mean().idxmax()
-        out[f"{cell_name(n, s)} (vs {rival})"] = (table[arm] - table[rival])[~selects]
+        rival, difference = stats.versus_best(table, arm)
+        out[f"{cell_name(n, s)} (vs {rival})"] = difference
     return out
 
 

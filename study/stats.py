@@ -84,6 +84,15 @@ def selection_half(seeds) -> np.ndarray:
     return np.asarray(seeds) % 2 == 0
 
 
+def versus_best(table: pd.DataFrame, arm: str) -> tuple[str, pd.Series]:
+    """`arm` minus the best other column of `table` (rows: seeds, in an
+    index level "seed"): the rival chosen by its mean on the even seeds, the
+    paired difference on the odd ones."""
+    selects = selection_half(table.index.get_level_values("seed"))
+    rival = table.drop(columns=arm).dropna(axis=1, how="all")[selects].mean().idxmax()
+    return rival, (table[arm] - table[rival])[~selects]
+
+
 def summarize(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
     """One row per group of `by`: mean, lo, hi and n of `value` over its rows."""
     rows = []
