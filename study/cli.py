@@ -172,12 +172,11 @@ BENCHMARKS = ("peer", "grid", "tracking", "freeze-depth")
 
 
 def default_sizes(option: str) -> str:
-    """Each experiment's default seeds, or epochs per program, for --help."""
+    """Each experiment's default seeds, or epochs per program, for --help
+    (from a one-seed plan: the epochs do not depend on the seeds)."""
     parts = []
     for name, module in registry.experiments().items():
-        programs = module.plan()
-        values = ([p.runs["seed"].nunique() for p in programs] if option == "seeds"
-                  else [p.setup.epochs for p in programs])
+        values = [module.SEEDS] if option == "seeds" else [p.setup.epochs for p in module.plan(seeds=1)]
         parts.append(f"{name} {'/'.join(map(str, dict.fromkeys(values)))}")
     return ", ".join(parts)
 

@@ -45,7 +45,7 @@ class Claim:
     def result(self) -> stats.Evaluation:
         return stats.evaluate(self.cells, self.threshold, self.claimed)
 
-    @property
+    @functools.cached_property
     def moved(self) -> dict[float, str]:
         """The verdict at the threshold moved either way by the unit's tolerance."""
         return stats.robustness(self.result, self.threshold, self.claimed, self.unit.tolerance)

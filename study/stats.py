@@ -41,14 +41,19 @@ class Interval:
         return f"{m:.{digits}f}{unit} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
+def finite(values) -> np.ndarray:
+    """The finite values of a per-seed sample, as floats (NaN: a run without the value)."""
+    x = np.asarray(values, dtype=float)
+    return x[np.isfinite(x)]
+
+
 def mean_ci(values, level: float = LEVEL) -> Interval:
     """Mean of `values` (shape (seeds,)) with its Student-t interval; NaNs dropped.
 
     A constant sample has a zero-width interval; fewer than 2 values an
     infinitely wide one.
     """
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
+    x = finite(values)
     if x.size == 0:
         return Interval(np.nan, np.nan, np.nan, 0)
     mean = float(x.mean())
@@ -63,8 +68,7 @@ def bootstrap_ci(values, level: float = LEVEL) -> Interval:
     """Mean of `values` (shape (seeds,)) with its percentile-bootstrap
     interval; NaNs dropped. A constant sample has a zero-width interval;
     fewer than 2 values an infinitely wide one."""
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
+    x = finite(values)
     if x.size < 2 or np.ptp(x) == 0:
         return mean_ci(x, level)
     ci = stats.bootstrap((x,), np.mean, n_resamples=RESAMPLES, confidence_level=level, method="percentile",
@@ -196,8 +200,7 @@ def stability(cells: dict, threshold: float, claimed: str, level: float, verdict
         if isinstance(values, Interval):  # measured once: the same verdict in every resample
             verdicts.append(np.full(STABILITY_RESAMPLES, cell_verdict(values, threshold, claimed)))
             continue
-        x = np.asarray(values, dtype=float)
-        x = x[np.isfinite(x)]
+        x = finite(values)
         if x.size < 2:  # an infinitely wide interval, as in bootstrap_ci
             verdicts.append(np.full(STABILITY_RESAMPLES, "inconclusive"))
             continue
