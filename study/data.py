@@ -24,7 +24,9 @@ class TwoGaussians:
     code instead used gaps `gap / (i + 1)` in dimension i (`harmonic_gaps`) and
     a random covariance `scale * C^T C`, C uniform on [0, 1), drawn anew per
     dataset (`random_covariance`). `n_eval` points from the same distribution
-    resolve accuracy differences far below the 100-point split's 2 points.
+    resolve accuracy differences far below the 100-point split's 2 points;
+    `n_val` more are the validation sample that choices (a learning rate, a
+    stopping epoch) are made on, so the eval sample stays unseen.
     """
 
     dim: int = 12
@@ -35,6 +37,7 @@ class TwoGaussians:
     n_train: int = 400
     n_test: int = 100
     n_eval: int = 10_000
+    n_val: int = 1000
 
     def gaps(self) -> jax.Array:
         """Mean difference per dimension, shape (dim,)."""
@@ -59,11 +62,14 @@ def _draw(task, factor, key, n):
     return means + jax.random.normal(noise_key, (n, task.dim)) @ factor, y
 
 
+VAL_STREAM = 7  # the validation sample's key, folded in so the other samples stay as they were
+
+
 def sample(task: TwoGaussians | Mixture, key: jax.Array, similarity=1.0) -> dict[str, jax.Array]:
     """The original split (`train`, `test`: one 500-point draw cut 400/100, as
-    the sources did) plus a fresh `eval` sample, and this dataset's `bayes_acc`.
-    A `Mixture` draws its three samples independently; `similarity` is the
-    target's (traced) knob.
+    the sources did) plus fresh `eval` and `val` samples, and this dataset's
+    `bayes_acc`. A `Mixture` draws its four samples independently;
+    `similarity` is the target's (traced) knob.
 
     Returns x_* of shape (n_*, dim) float32 and y_* of shape (n_*,) int32.
     """
@@ -73,10 +79,11 @@ def sample(task: TwoGaussians | Mixture, key: jax.Array, similarity=1.0) -> dict
     factor = _covariance_factor(task, cov_key)
     x, y = _draw(task, factor, split_key, task.n_train + task.n_test)
     x_eval, y_eval = _draw(task, factor, eval_key, task.n_eval)
+    x_val, y_val = _draw(task, factor, jax.random.fold_in(key, VAL_STREAM), task.n_val)
     return {
         "x_train": x[: task.n_train], "y_train": y[: task.n_train],
         "x_test": x[task.n_train:], "y_test": y[task.n_train:],
-        "x_eval": x_eval, "y_eval": y_eval,
+        "x_eval": x_eval, "y_eval": y_eval, "x_val": x_val, "y_val": y_val,
         "bayes_acc": bayes_accuracy(task.gaps(), factor),
     }
 
@@ -123,6 +130,7 @@ class Mixture:
     n_train: int = 1000  # per class
     n_test: int = 100
     n_eval: int = 1000
+    n_val: int = 200
 
 
 def _basis(key: jax.Array, dim: int, rank: int) -> jax.Array:
@@ -156,11 +164,11 @@ def _sample_mixture(task: Mixture, key: jax.Array, similarity) -> dict[str, jax.
         cluster = jax.random.randint(cluster_key, y.shape, 0, task.clusters)
         return centres[y, cluster] + task.noise * jax.random.normal(noise_key, (len(y), task.dim)), y
 
-    keys = jax.random.split(split_key, 3)
-    (x, y), (x_test, y_test), (x_eval, y_eval) = (draw(k, n) for k, n in
-                                                  zip(keys, (task.n_train, task.n_test, task.n_eval)))
+    keys = [*jax.random.split(split_key, 3), jax.random.fold_in(split_key, VAL_STREAM)]
+    (x, y), (x_test, y_test), (x_eval, y_eval), (x_val, y_val) = (
+        draw(k, n) for k, n in zip(keys, (task.n_train, task.n_test, task.n_eval, task.n_val)))
     return {"x_train": x, "y_train": y, "x_test": x_test, "y_test": y_test, "x_eval": x_eval, "y_eval": y_eval,
-            "bayes_acc": jnp.mean(bayes_classes(task, centres, x_eval) == y_eval)}
+            "x_val": x_val, "y_val": y_val, "bayes_acc": jnp.mean(bayes_classes(task, centres, x_eval) == y_eval)}
 
 
 def bayes_classes(task: Mixture, centres: jax.Array, x: jax.Array) -> jax.Array:

@@ -37,19 +37,24 @@ OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
 # `OPTIONAL` (0 when missing). `similarity` and `n_target` (examples per class
 # trained on) shape a `Mixture` target task.
 RUN_VALUES = {"seed": np.int32, "data_seed": np.int32, "init": np.int32, "activation": np.int32,
-              "lr": np.float32, "strength": np.float32, "similarity": np.float32, "n_target": np.int32}
-OPTIONAL = ("strength", "similarity", "n_target")
+              "lr": np.float32, "head_lr": np.float32, "strength": np.float32, "similarity": np.float32,
+              "n_target": np.int32}
+OPTIONAL = ("head_lr", "strength", "similarity", "n_target")
 # The regularizer is static (one program per kind); its strength is the
 # traced `strength`: the penalty's weight (l1, l2), the proximal L1 weight
 # (l1_prox), the hidden dropout rate (dropout) or the bound on each unit's
 # incoming-weight norm (maxnorm).
 REGULARIZERS = ("none", "l1", "l1_prox", "l2", "dropout", "maxnorm")
 # What a setup may ask to score beyond the per-epoch loss and test split:
-# every `eval_every` epochs the accuracy on the large sample and on the
-# training set (not for a `Mixture`, which trains on a traced prefix of it)
-# and the distinct units of each hidden layer; once per run the norm of each
-# weight matrix's gradient at the initial weights (whole training set).
-SCORES = ("eval_acc", "train_acc", "distinct_units", "initial_grad_norm")
+# every `eval_every` epochs the accuracy on the large sample, on the
+# validation sample and on the training set (not for a `Mixture`, which
+# trains on a traced prefix of it) and the distinct units of each hidden
+# layer; once per run the norm of each weight matrix's gradient at the
+# initial weights (whole training set). Scoring `val_acc` also records the
+# scored epoch with the best validation accuracy (`best_epoch`, the first
+# on ties) and, with `eval_acc`, the large-sample accuracy of the weights
+# of that epoch (`best_eval_acc`): early stopping, decided on validation.
+SCORES = ("eval_acc", "val_acc", "train_acc", "distinct_units", "initial_grad_norm")
 # Independent key streams derived from a run's seeds with `fold_in`. Keys
 # depend on the seeds only, never on a run's position in the grid, so a run
 # gives the same numbers alone or in any grid, and runs of different
@@ -108,13 +113,14 @@ class Setup:
     tracking: Tracking | None = None
     # Transfer: the hidden layers start from weights pretrained by an earlier
     # program (a new head on top); only the top `trainable` layers train
-    # (None: all). A new head trains at `head_lr` (None: the run's lr) while
-    # the other layers take the run's lr; with `head_first` it first trains
-    # alone for that many epochs, then everything at the run's lr (the staged
-    # recipe). The final weights come back with `keep_params`.
+    # (None: all). With `own_head_lr` the output layer trains at the run's
+    # traced `head_lr`, the other layers at its `lr`; with `head_first` the
+    # head first trains alone for that many epochs, then the top `trainable`
+    # layers, head included, at `lr` (the staged recipe). The final weights
+    # come back with `keep_params`.
     pretrained: bool = False
     trainable: int | None = None
-    head_lr: float | None = None
+    own_head_lr: bool = False
     head_first: int = 0
     keep_params: bool = False
 
@@ -139,8 +145,8 @@ class Setup:
         if not 0 <= self.head_first < self.epochs or self.head_first % self.eval_every:
             raise ValueError(f"head_first ({self.head_first}) must be a multiple of {self.eval_every} "
                              f"below the epochs ({self.epochs})")
-        if self.head_first and self.head_lr is None:
-            raise ValueError("head_first needs the head's own head_lr")
+        if self.head_first and not self.own_head_lr:
+            raise ValueError("head_first needs the head's own rate (own_head_lr)")
         if isinstance(self.task, data_lib.Mixture):
             if not (self.steps_per_epoch and self.batch_size):
                 raise ValueError("a Mixture task trains a fixed number of minibatches per epoch: "
@@ -402,7 +408,7 @@ class Phase(NamedTuple):
     epochs: int
     trainable: int | None
     lr: jax.Array
-    head_lr: float | None
+    head_lr: jax.Array | None
 
 
 class View(NamedTuple):
@@ -413,7 +419,7 @@ class View(NamedTuple):
     start: int = 0
 
 
-INPUTS = ("x_train", "x_test", "x_eval")
+INPUTS = ("x_train", "x_test", "x_eval", "x_val")
 
 
 def start_run(setup: Setup, values: dict, pretrained: tuple = ()) -> Run:
@@ -515,8 +521,10 @@ def train_epoch(setup: Setup, run: Run, view: View, step, carry, epoch: jax.Arra
 def strided_metrics(setup: Setup, run: Run, view: View, params) -> dict:
     """The strided metrics of `setup.scored`, every `eval_every` epochs."""
     out = {}
-    if "eval_acc" in setup.scored:
-        out["eval_acc"] = scores(setup, run, params, view.data["x_eval"], run.data["y_eval"], view.start)[1]
+    for name in ("eval", "val"):
+        if f"{name}_acc" in setup.scored:
+            out[f"{name}_acc"] = scores(setup, run, params, view.data[f"x_{name}"], run.data[f"y_{name}"],
+                                        view.start)[1]
     if "train_acc" in setup.scored:
         out["train_acc"] = scores(setup, run, params, view.data["x_train"], run.data["y_train"], view.start)[1]
     if "distinct_units" in setup.scored:
@@ -526,9 +534,25 @@ def strided_metrics(setup: Setup, run: Run, view: View, params) -> dict:
     return out
 
 
-def train_phase(setup: Setup, run: Run, params, phase: Phase):
-    """Train one phase: the final parameters, per-epoch metrics (epochs,)
-    and the strided ones (epochs / eval_every,)."""
+class Best(NamedTuple):
+    """The scored epoch with the best validation accuracy so far and its weights."""
+
+    val_acc: jax.Array
+    epoch: jax.Array
+    params: nnx.State
+
+
+def keep_best(best: Best, strided: dict, epoch: jax.Array, params) -> Best:
+    """`best`, or this scored epoch's weights where they validate strictly better."""
+    if "val_acc" not in strided:
+        return best
+    return jax.tree.map(lambda new, old: jnp.where(strided["val_acc"] > best.val_acc, new, old),
+                        Best(strided["val_acc"], epoch, params), best)
+
+
+def train_phase(setup: Setup, run: Run, params, best: Best, phase: Phase):
+    """Train one phase: the final parameters, the best-validated ones so
+    far, per-epoch metrics (epochs,) and the strided ones (epochs / eval_every,)."""
     view = frozen_view(setup, run, params, phase.trainable)
     loss = objective(setup, run, view.start)
     step, tx = frozen_step(setup, {**run.values, "lr": phase.lr}, params, loss, phase.trainable, phase.head_lr,
@@ -536,19 +560,23 @@ def train_phase(setup: Setup, run: Run, params, phase: Phase):
     epoch = functools.partial(train_epoch, setup, run, view, step)
 
     def block(carry, start):
-        carry, metrics = jax.lax.scan(epoch, carry, start + jnp.arange(setup.eval_every))
-        return carry, (metrics, strided_metrics(setup, run, view, carry[0]))
+        (params, opt_state), best = carry
+        (params, opt_state), metrics = jax.lax.scan(epoch, (params, opt_state), start + jnp.arange(setup.eval_every))
+        strided = strided_metrics(setup, run, view, params)
+        best = keep_best(best, strided, start + setup.eval_every, params)
+        return ((params, opt_state), best), (metrics, strided)
 
     starts = jnp.arange(phase.first, phase.first + phase.epochs, setup.eval_every)
-    (params, _), (metrics, strided) = jax.lax.scan(block, (params, tx.init(params)), starts)
-    return params, jax.tree.map(lambda v: v.reshape(phase.epochs, *v.shape[2:]), metrics), strided
+    ((params, _), best), (metrics, strided) = jax.lax.scan(block, ((params, tx.init(params)), best), starts)
+    return params, best, jax.tree.map(lambda v: v.reshape(phase.epochs, *v.shape[2:]), metrics), strided
 
 
 def phases(setup: Setup, values: dict) -> list[Phase]:
     """The head alone first when `head_first`, then the top `trainable` layers."""
-    head_first = [Phase(0, setup.head_first, 1, setup.head_lr, None)] if setup.head_first else []
+    head_lr = values["head_lr"] if setup.own_head_lr else None
+    head_first = [Phase(0, setup.head_first, 1, head_lr, None)] if setup.head_first else []
     return head_first + [Phase(setup.head_first, setup.epochs - setup.head_first, setup.trainable, values["lr"],
-                               None if setup.head_first else setup.head_lr)]
+                               None if setup.head_first else head_lr)]
 
 
 def train_run(setup: Setup, values: dict[str, jax.Array],
@@ -568,13 +596,18 @@ def train_run(setup: Setup, values: dict[str, jax.Array],
 def train_from(setup: Setup, run: Run) -> dict[str, dict | jax.Array]:
     """`train_run` from a started run."""
     params, parts = run.initial, []
+    best = Best(jnp.float32(-jnp.inf), jnp.int32(0), params)
     for phase in phases(setup, run.values):
-        params, metrics, strided = train_phase(setup, run, params, phase)
+        params, best, metrics, strided = train_phase(setup, run, params, best, phase)
         parts.append((metrics, strided))
     metrics, strided = jax.tree.map(lambda *p: jnp.concatenate(p), *parts)
     for k, v in strided.items():  # NaN between the scored epochs
         metrics[k] = jnp.full(setup.epochs, jnp.nan).at[setup.eval_every - 1::setup.eval_every].set(v)
     metrics["bayes_acc"] = run.data["bayes_acc"]
+    if "val_acc" in setup.scored:
+        metrics["best_epoch"] = best.epoch
+    if {"val_acc", "eval_acc"} <= set(setup.scored):
+        metrics["best_eval_acc"] = scores(setup, run, best.params, run.data["x_eval"], run.data["y_eval"])[1]
     if "initial_grad_norm" in setup.scored:
         metrics.update(initial_grad_norms(setup, run))
     out = {"epochs": metrics}

@@ -14,7 +14,7 @@ from study import train
 from study.data import TwoGaussians
 
 # One small setup shared by the tests, so its programs compile once per shape.
-SETUP = train.Setup(task=TwoGaussians(n_eval=500), hidden=(8,), loss="mse", optimizer="sgd",
+SETUP = train.Setup(task=TwoGaussians(n_eval=500, n_val=250), hidden=(8,), loss="mse", optimizer="sgd",
                     schemes=("glorot_uniform", "zeros", "normal_10"), activations=("relu", "sigmoid"),
                     epochs=6, evals=3, batch_size=64, scored=train.SCORES)
 # seed, data_seed, init, activation, lr: a plain run, a constant-0 sigmoid run,
@@ -116,9 +116,9 @@ def test_vmapped_runs_equal_runs_one_at_a_time(grid):
 
 def test_accuracies_score_the_samples_they_name():
     """From the kept final weights, by hand: `test_acc` is the accuracy on
-    the 100-point split, `eval_acc` on the large sample and `train_acc` on
-    the training points (each to one point of its sample: float rounding may
-    flip a near-tie)."""
+    the 100-point split, `eval_acc` on the large sample, `val_acc` on the
+    validation sample and `train_acc` on the training points (each to one
+    point of its sample: float rounding may flip a near-tie)."""
     out = train.train_grid(dataclasses.replace(SETUP, keep_params=True), GRID)[0]
     run = 0  # ReLU, trained
     data = data_lib.sample(SETUP.task, jax.random.fold_in(jax.random.key(GRID["data_seed"][run]), train.DATA_STREAM))
@@ -128,9 +128,9 @@ def test_accuracies_score_the_samples_they_name():
         hidden = np.maximum(np.asarray(data[f"x_{split}"]) @ w0 + b0, 0)
         return np.mean(np.argmax(hidden @ w1 + b1, -1) == np.asarray(data[f"y_{split}"]))
 
-    by_hand = {split: accuracy(split) for split in ("train", "test", "eval")}
-    assert abs(by_hand["test"] - by_hand["eval"]) > 0.01  # so a mix-up of the two shows
-    for split, n in [("train", 400), ("test", 100), ("eval", 500)]:
+    by_hand = {split: accuracy(split) for split in ("train", "test", "eval", "val")}
+    assert min(abs(by_hand[a] - by_hand[b]) for a, b in [("test", "eval"), ("eval", "val"), ("test", "val")]) > 0.01
+    for split, n in [("train", 400), ("test", 100), ("eval", 500), ("val", 250)]:
         assert out["epochs"][f"{split}_acc"][run, -1] == pytest.approx(by_hand[split], abs=1 / n + 1e-6), split
 
 
@@ -140,3 +140,17 @@ def test_initial_gradient_norms_show_where_a_constant_start_blocks_the_signal(gr
     pass no error back); a Xavier start gives both."""
     assert grid["grad_norm_l0"][1] == 0 and grid["grad_norm_l1"][1] > 0
     assert grid["grad_norm_l0"][0] > 0 and grid["grad_norm_l1"][0] > 0
+
+
+def test_best_epoch_is_the_first_best_validated_scored_epoch(grid):
+    """Early stopping decided on validation: `best_epoch` is the first scored
+    epoch with the highest `val_acc` (a tie keeps the earlier one, as the
+    diverged run's constant accuracy shows), and `best_eval_acc` is the
+    large-sample accuracy scored at that epoch."""
+    for run in range(4):
+        val = grid["val_acc"][run]
+        scored = np.flatnonzero(~np.isnan(val))
+        epoch = scored[np.argmax(val[scored])] + 1
+        assert grid["best_epoch"][run] == epoch
+        assert grid["best_eval_acc"][run] == grid["eval_acc"][run, epoch - 1]
+    assert grid["best_epoch"][2] == 2 and len(set(grid["val_acc"][2, 1::2])) == 1

@@ -102,12 +102,12 @@ def test_frozen_layers_have_no_optimizer_state_and_no_backward_pass():
 def staged():
     """Two runs of the staged recipe from random 'pretrained' bodies: the
     head alone for an epoch, then the top 2 layers at the run's rate."""
-    setup = small_setup(pretrained=True, trainable=2, head_lr=0.1, head_first=1, keep_params=True)
+    setup = small_setup(pretrained=True, trainable=2, own_head_lr=True, head_first=1, keep_params=True)
     rng = np.random.default_rng(0)
     shapes = [(12, 6), (6,), (6, 5), (5,)]
     pretrained = tuple(rng.normal(size=(2, *s)).astype(np.float32) for s in shapes)
     values = {"seed": [0, 1], "data_seed": [0, 1], "init": [0, 0], "activation": [0, 0], "lr": [0.0, 0.1],
-              "n_target": [2, 20], "similarity": [1.0, 0.0]}
+              "head_lr": [0.1, 0.1], "n_target": [2, 20], "similarity": [1.0, 0.0]}
     return pretrained, train.train_grid(setup, values, pretrained=pretrained)[0]
 
 
@@ -125,8 +125,8 @@ def test_setup_rejects_impossible_transfer_settings():
     with pytest.raises(ValueError, match="trainable must be 1..3"):
         small_setup(trainable=4)
     with pytest.raises(ValueError, match="head_first"):
-        small_setup(head_first=2, head_lr=0.1)
-    with pytest.raises(ValueError, match="head_lr"):
+        small_setup(head_first=2, own_head_lr=True)
+    with pytest.raises(ValueError, match="own_head_lr"):
         small_setup(head_first=1)
     with pytest.raises(ValueError, match="steps_per_epoch"):
         train.Setup(task=TARGET, hidden=HIDDEN)
