@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 import matplotlib
 
-from study import bench, devices, figures, registry, report, results, runner
+from study import bench, devices, figures, registry, report, results, runner, train
 
 
 DIST = "dl-details-study"
@@ -200,7 +200,7 @@ def build_parser() -> Parser:
             p.add_argument("--quick", action="store_true", help="few seeds and epochs, every condition")
             p.add_argument("--batch-runs", type=positive,
                            help="runs vmapped together on each device (default: all of its runs on a GPU, "
-                                "1 on a CPU)")
+                                f"{train.CPU_BATCH_RUNS} on a CPU)")
             p.add_argument("--distributed", action="store_true",
                            help="join a multi-host job with jax.distributed.initialize()")
         p.add_argument("--out", type=Path, default=Path("."), help="output root (default: .)")

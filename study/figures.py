@@ -122,6 +122,19 @@ def lines(data: pd.DataFrame, *, x: str, y: str, hue: str, ylim=None) -> matplot
     return fig
 
 
+def strips(data: pd.DataFrame, *, x: str, y: str, hue: str, bounds=(), xlabel: str) -> matplotlib.figure.Figure:
+    """One dot per row along `x`, a row of dots per level of `y`, coloured
+    by `hue`; dashed lines at `bounds` (e.g. a check's limits)."""
+    fig, ax = plt.subplots(figsize=(6.5, 0.35 * data[y].nunique() + 1.6))
+    sns.stripplot(data, x=x, y=y, hue=hue, palette="viridis", jitter=0.2, ax=ax)
+    for bound in bounds:
+        ax.axvline(bound, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel(xlabel)
+    ax.legend(title=hue, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 def category_grid(categories: pd.DataFrame, notes: pd.DataFrame, *, xlabel: str, ylabel: str,
                   width: float = 2.2, height: float = 1.0) -> matplotlib.figure.Figure:
     """A heatmap of categories (e.g. the best strategy per cell), each cell

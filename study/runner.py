@@ -23,20 +23,24 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from study import devices, results, train
+from study import devices, results, stats, train
 
 
 @dataclasses.dataclass(frozen=True)
 class Program:
     """`table`: where its per-epoch rows go ("" the main file); `start_from`:
     the label of an earlier program with `keep_params` whose final weights,
-    one network per seed 0, 1, ..., start this one's hidden layers."""
+    one network per seed 0, 1, ..., start this one's hidden layers; `tuned`:
+    run columns (learning rates) chosen per condition on the validation
+    sample, marked in the main table's boolean `selected` column (see
+    `stats.chosen_on_validation`; every row of an untuned program is selected)."""
 
     label: str
     setup: train.Setup
     runs: pd.DataFrame
     table: str = ""
     start_from: str | None = None
+    tuned: tuple[str, ...] = ()
 
 
 CODE = ("study", "experiments", "pyproject.toml")  # what a results file's git commit vouches for
@@ -121,6 +125,8 @@ def run(name: str, programs: list[Program], config: dict, progress: Callable[[st
         # Each device trains its share of the runs batch_runs at a time.
         steps = -(-len(runs) // (len(jax.devices()) * timing.batch_runs)) * setup.epochs * setup.batches_per_epoch
         frames = tables(setup, runs, out, timing.train_s / steps)
+        if any(p.tuned for p in programs) and not program.table:
+            frames[""]["selected"] = select(program, frames[""])
         parts.append({program.table + ("-" if program.table and k else "") + k: f for k, f in frames.items()})
         records.append({"label": program.label, "setup": dataclasses.asdict(setup),
                         "runs": len(runs), "model": train.model_table(setup),
@@ -136,6 +142,15 @@ def run(name: str, programs: list[Program], config: dict, progress: Callable[[st
     params = {f"{label}/layer{j // 2}_{('kernel', 'bias')[j % 2]}": w
               for label, weights in kept.items() for j, w in enumerate(weights)}
     return results.Results(frames.pop(""), metadata, frames, params)
+
+
+def select(program: Program, frame: pd.DataFrame) -> np.ndarray:
+    """`selected` for a program's rows: its tuned values chosen per
+    condition (every run column but the seeds and the tuned ones)."""
+    if not program.tuned:
+        return np.ones(len(frame), bool)
+    cell = [c for c in program.runs.columns if c not in ("seed", "data_seed", *program.tuned)]
+    return stats.chosen_on_validation(frame, cell, list(program.tuned))
 
 
 def git_commit() -> str:

@@ -136,6 +136,18 @@ def at_last_epoch(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return frame.loc[frame.groupby(keys)["epoch"].idxmax()]
 
 
+def chosen_on_validation(frame: pd.DataFrame, cell: list[str], tuned: list[str], by: str = "val_acc") -> np.ndarray:
+    """Per `cell`, True on the rows of the `tuned` values (a learning rate,
+    say) whose runs have the best mean final `by` over seeds: hyperparameters
+    chosen on the validation sample, never on the one verdicts read (ties
+    go to the first values in sorted order; a diverged setting, NaN, never wins)."""
+    final = at_last_epoch(frame, [*cell, *tuned, "seed"])
+    means = final.groupby([*cell, *tuned], dropna=False)[by].mean().dropna().reset_index()
+    best = means.sort_values(by, ascending=False, kind="stable").drop_duplicates(cell)[[*cell, *tuned]]
+    marked = frame[[*cell, *tuned]].merge(best.assign(selected=True), how="left", on=[*cell, *tuned])
+    return marked["selected"].fillna(False).to_numpy(bool)
+
+
 def cell_verdict(ci: Interval, threshold: float, claimed: str) -> str:
     """`claimed` is "above" or "below" `threshold`: reproduced when the whole
     interval lies on the claimed side, contradicted when it lies on the other,

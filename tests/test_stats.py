@@ -191,3 +191,21 @@ def test_moving_the_threshold_rereads_the_same_intervals():
 def test_a_single_value_is_inconclusive_in_the_interval_and_in_every_resample():
     result = stats.evaluate({"one seed": [0.3]}, 0.0, "above")
     assert result.verdict == "inconclusive" and result.stability == 1.0
+
+
+def test_rates_are_chosen_on_validation_never_on_the_eval_sample():
+    """Per cell, the rate with the best mean final val_acc over seeds is
+    selected, on all its rows, even where eval_acc would pick another rate;
+    earlier epochs and a diverged (NaN) rate do not count."""
+    rows = []
+    for cell, rates in [("a", {0.1: (0.80, 0.99), 1.0: (0.90, 0.50), 10.0: (np.nan, 0.99)}),
+                        ("b", {0.1: (0.70, 0.60), 1.0: (0.60, 0.70), 10.0: (0.65, 0.90)})]:
+        for lr, (val, evaluation) in rates.items():
+            for seed in (0, 1):
+                rows += [{"cell": cell, "lr": lr, "seed": seed, "epoch": 1, "val_acc": 1.0, "eval_acc": 1.0},
+                         {"cell": cell, "lr": lr, "seed": seed, "epoch": 2, "val_acc": val + 0.01 * seed,
+                          "eval_acc": evaluation}]
+    frame = pd.DataFrame(rows).sample(frac=1, random_state=0)
+    chosen = frame[stats.chosen_on_validation(frame, ["cell"], ["lr"])]
+    assert chosen.groupby("cell")["lr"].unique().map(list).to_dict() == {"a": [1.0], "b": [0.1]}
+    assert len(chosen) == 8  # every epoch of every seed of the chosen rates

@@ -16,7 +16,8 @@ from study.data import TwoGaussians
 # One small setup shared by the tests, so its programs compile once per shape.
 SETUP = train.Setup(task=TwoGaussians(n_eval=500, n_val=250), hidden=(8,), loss="mse", optimizer="sgd",
                     schemes=("glorot_uniform", "zeros", "normal_10"), activations=("relu", "sigmoid"),
-                    epochs=6, evals=3, batch_size=64, scored=train.SCORES)
+                    epochs=6, evals=3, batch_size=64,
+                    scored=("eval_acc", "val_acc", "train_acc", "distinct_units", "initial_grad_norm"))
 # seed, data_seed, init, activation, lr: a plain run, a constant-0 sigmoid run,
 # a run diverging under a huge learning rate, another seed.
 GRID = {"seed": [0, 0, 1, 2], "data_seed": [0, 0, 1, 2], "init": [0, 1, 2, 0],
@@ -154,3 +155,24 @@ def test_best_epoch_is_the_first_best_validated_scored_epoch(grid):
         assert grid["best_epoch"][run] == epoch
         assert grid["best_eval_acc"][run] == grid["eval_acc"][run, epoch - 1]
     assert grid["best_epoch"][2] == 2 and len(set(grid["val_acc"][2, 1::2])) == 1
+
+
+def test_a_decaying_rate_follows_a_cosine_to_zero_over_the_phase():
+    """With `decay`, step t of n moves by lr * (1 + cos(pi t / n)) / 2 times the gradient (plain SGD here)."""
+    setup = dataclasses.replace(SETUP, decay=True)
+    params = {"w": jnp.zeros(1)}
+    tx = train.optimizer(setup, {"lr": 0.5, "strength": 0.0}, params, steps=4)
+    state, moves = tx.init(params), []
+    for _ in range(4):
+        updates, state = tx.update({"w": jnp.ones(1)}, state, params)
+        moves.append(-float(updates["w"][0]))
+    np.testing.assert_allclose(moves, [0.5 * (1 + np.cos(np.pi * t / 4)) / 2 for t in range(4)], rtol=1e-6)
+
+
+def test_a_final_only_large_sample_score_equals_the_strided_ones_last(grid):
+    """`final_eval` scores the large sample once, after the last epoch: the
+    same number the strided scoring gives there, NaN before."""
+    final = train.train_grid(dataclasses.replace(SETUP, final_eval=True), GRID)[0]["epochs"]
+    assert np.isnan(final["eval_acc"][:, :-1]).all()
+    np.testing.assert_array_equal(final["eval_acc"][:, -1], grid["eval_acc"][:, -1])
+    np.testing.assert_array_equal(final["best_eval_acc"], grid["best_eval_acc"])

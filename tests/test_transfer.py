@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.optimize
 from flax import nnx
 
 from study import train
@@ -171,3 +172,46 @@ def test_frozen_layers_stay_bit_identical_under_every_regularizer(regularizer):
     new = train.flat_params(step(params, tx.init(params), x, y)[0])
     unchanged = [np.array_equal(a, b) for a, b in zip(train.flat_params(params), new)]
     assert unchanged == [True, True, True, True, False, False]
+
+
+def test_minibatches_come_from_the_runs_training_prefix_only():
+    """A run with n examples per class draws its minibatches from the first
+    n * classes training points, afresh every epoch."""
+    setup = small_setup()
+    values = {**VALUES, "seed": 0, "data_seed": 0, "n_target": 2, "similarity": 1.0}
+    run = train.start_run(setup, values)
+    first, second = (np.asarray(train.batch_indices(setup, run, epoch)) for epoch in (0, 1))
+    assert first.shape == (3, 8) and set(first.ravel()) | set(second.ravel()) <= set(range(2 * 3))
+    assert not np.array_equal(first, second)
+
+
+def test_the_linear_probe_is_the_converged_penalized_logistic_regression(staged):
+    """`probe_acc` from the compiled program is the large-sample accuracy of
+    the same L2-penalized logistic regression on the standardized frozen
+    features, minimized by scipy's L-BFGS-B in float64 (to one point: a
+    near-tie may flip)."""
+    pretrained, _ = staged
+    setup = small_setup(pretrained=True, trainable=1, scored=("probe_acc",))
+    values = {"seed": [1], "data_seed": [1], "init": [0], "activation": [0], "lr": [0.0], "n_target": [12],
+              "similarity": [0.5]}
+    compiled = train.train_grid(setup, values, pretrained=pretrained)[0]["epochs"]["probe_acc"][0]
+    run = train.start_run(setup, {k: v[0] for k, v in values.items()}, pretrained)
+    view = train.frozen_view(setup, run, run.initial, 1)
+    x = np.asarray(view.data["x_train"], np.float64)[:12 * 3]
+    y = np.asarray(run.data["y_train"])[:12 * 3]
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    z, onehot, d = (x - mean) / std, np.eye(3)[y], x.shape[1]
+
+    def loss(w):
+        kernel, bias = w[:-3].reshape(d, 3), w[-3:]
+        logits = z @ kernel + bias
+        logits -= logits.max(1, keepdims=True)
+        p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        value = -np.sum(np.log(p[np.arange(len(y)), y])) + 0.5 * np.sum(kernel**2)
+        return value, np.concatenate([(z.T @ (p - onehot) + kernel).ravel(), (p - onehot).sum(0)])
+
+    w = scipy.optimize.minimize(loss, np.zeros(3 * d + 3), jac=True, method="L-BFGS-B", tol=1e-10).x
+    x_eval = (np.asarray(view.data["x_eval"], np.float64) - mean) / std
+    accuracy = np.mean(np.argmax(x_eval @ w[:-3].reshape(d, 3) + w[-3:], -1) == np.asarray(run.data["y_eval"]))
+    assert 0.4 < accuracy < 1.0  # a task the probe neither fails nor solves outright
+    assert compiled == pytest.approx(accuracy, abs=1 / 150 + 1e-6)
