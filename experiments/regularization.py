@@ -47,9 +47,11 @@ FAITHFUL_STRENGTHS = (0.1, 1.0)
 SEEDS, QUICK_SEEDS = 16, 2
 EPOCHS = {"faithful": 100, "stated": 200}
 QUICK_EPOCHS = 10
-EVAL_POINTS = 5  # at most this many large-sample scores per run, the last epoch among them
+VAL_EVERY = 2  # epochs between validation scores: early stopping picks among them
 RECORDS = 20  # about this many records per run of the sampled weights and the per-layer measures
 SMALL = 1e-3  # a weight under this magnitude counts as (nearly) zero
+CHANCE = 0.5  # two balanced classes
+COLLAPSED = 0.05  # a condition whose mean large-sample accuracy is within this of chance has collapsed
 CONDITION = ["variant", "regularizer", "strength"]
 
 
@@ -66,8 +68,8 @@ def plan(seeds: int | None = None, epochs: int | None = None, quick: bool = Fals
     def setup(variant, **kwargs):
         n = epochs or (QUICK_EPOCHS if quick else EPOCHS[variant])
         every = stride(n, n // RECORDS)
-        return Setup(hidden=HIDDEN, epochs=n, evals=stride(n, EVAL_POINTS), scored=("eval_acc", "train_acc"),
-                     tracking=Tracking(every=every, measures_every=every),
+        return Setup(hidden=HIDDEN, epochs=n, evals=n // stride(n, VAL_EVERY), final_eval=True,
+                     scored=("eval_acc", "train_acc", "val_acc"), tracking=Tracking(every=every, measures_every=every),
                      **kwargs)
 
     faithful = dict(task=TwoGaussians(harmonic_gaps=True, random_covariance=True), activations=("sigmoid",),
@@ -83,16 +85,20 @@ def plan(seeds: int | None = None, epochs: int | None = None, quick: bool = Fals
 
 # --- analysis: everything below reads the results only -----------------------
 
-WEIGHT_STATS = ["mean_abs_w", "small_frac", "zero_frac"]
-READABLE = {"mean_abs_w": "mean |w|", "small_frac": f"fraction |w| < {SMALL:g}", "zero_frac": "fraction w = 0",
+WEIGHT_STATS = ["mean_abs_w", "small_frac", "rel_small_frac", "zero_frac"]
+READABLE = {"mean_abs_w": "mean |w|", "small_frac": f"fraction |w| < {SMALL:g}",
+            "rel_small_frac": "fraction |w| < 5% of mean |w|", "zero_frac": "fraction w = 0",
             "train_acc": "training accuracy", "eval_acc": "large-sample accuracy",
             "gap": "generalization gap"}
 
 
 def per_run(results: Results) -> pd.DataFrame:
-    """One row per run at its last epoch: accuracies, the generalization gap
-    (train minus large-sample accuracy), and the weight statistics over all
-    weight matrices (each weighted by its size) and of the first layer (`_l0`)."""
+    """One row per run at its last epoch: accuracies (and `stopped_acc`, the
+    large-sample accuracy at the epoch with the best validation accuracy:
+    early stopping), the generalization gap (train minus large-sample
+    accuracy), the weight statistics over all weight matrices (each weighted
+    by its size) and of the first layer (`_l0`), and the largest norm of a
+    unit's incoming weights in any layer."""
     frame, layers = results.frame, results.tables["layers"]
     keys = [*CONDITION, "seed"]
     last = stats.at_last_epoch(frame, keys).set_index(keys)
@@ -101,8 +107,22 @@ def per_run(results: Results) -> pd.DataFrame:
     share = final["layer"].map(dict(enumerate(sizes / sizes.sum())))
     last = last.join(final[keys].join(final[WEIGHT_STATS].mul(share, axis=0)).groupby(keys).sum())
     last = last.join(final[final["layer"] == 0].set_index(keys)[WEIGHT_STATS].add_suffix("_l0"))
+    last = last.join(final.groupby(keys)["max_unit_norm"].max())
     last["gap"] = last["train_acc"] - last["eval_acc"]
-    return last.reset_index()
+    return last.rename(columns={"best_eval_acc": "stopped_acc"}).reset_index()
+
+
+def collapsed(runs: pd.DataFrame) -> pd.Series:
+    """Per condition: whether its mean large-sample accuracy is within `COLLAPSED` of chance."""
+    return (runs.groupby(CONDITION)["eval_acc"].mean() < CHANCE + COLLAPSED).rename("collapsed")
+
+
+def strongest(runs: pd.DataFrame, regularizers) -> list[tuple]:
+    """Per variant and regularizer, its strongest strength that has not collapsed to chance."""
+    alive = collapsed(runs).loc[lambda c: ~c].reset_index()[CONDITION]
+    alive = alive[alive["regularizer"].isin(regularizers)]
+    top = alive.loc[alive.groupby(["variant", "regularizer"])["strength"].idxmax()]
+    return [tuple(row) for row in top.itertuples(index=False)]
 
 
 def condition_label(regularizer: str, strength: float) -> str:
@@ -123,22 +143,29 @@ def versus_none(runs: pd.DataFrame, value: str, picks) -> dict[str, pd.Series]:
             for variant, regularizer, strength in picks}
 
 
-def best_versus_none(runs: pd.DataFrame, regularizers) -> dict[str, pd.Series]:
-    """Per variant and regularizer, the strength with the best mean
-    large-sample accuracy on the even seeds, against no regularization on
-    the odd seeds."""
+def best_versus_none(runs: pd.DataFrame, regularizers, value: str = "eval_acc") -> dict[str, pd.Series]:
+    """Per variant and regularizer, the strength with the best mean `value`
+    on the even seeds, against no regularization on the odd seeds."""
     selects = stats.selection_half(runs["seed"])
-    means = runs[selects & runs["regularizer"].isin(regularizers)].groupby(CONDITION, sort=False)["eval_acc"].mean()
+    means = runs[selects & runs["regularizer"].isin(regularizers)].groupby(CONDITION, sort=False)[value].mean()
     best = list(means.groupby(level=[0, 1], sort=False).idxmax())
     return {label: gains[~stats.selection_half(gains.index)]
-            for label, gains in versus_none(runs, "eval_acc", best).items()}
+            for label, gains in versus_none(runs, value, best).items()}
 
 
 def claims(runs: pd.DataFrame) -> list[report.Claim]:
+    """Accuracy claims are read at the end of training and, for the "helps"
+    claims, also with every arm early-stopped on validation (`stopped_acc`),
+    since the unregularized network overfits after an early peak; the
+    "strongest" L1 is the strongest that has not collapsed to chance."""
     penalties = conditions(runs, ["l1", "l2"])
-    top = runs.groupby(["variant", "regularizer"])["strength"].transform("max")
-    strongest = conditions(runs[runs["strength"] == top], ["l1", "l1_prox"])
+    strong = strongest(runs, ["l1", "l1_prox"])
     l2 = conditions(runs, ["l2"])
+    dropout, maxnorm = conditions(runs, ["dropout"]), conditions(runs, ["maxnorm"])
+    bound = runs[runs["regularizer"] == "maxnorm"]
+    binds = (bound["max_unit_norm"] >= 0.999 * bound["strength"]).groupby(bound["strength"]).mean()
+    binding = ", ".join(f"bound {b:g}: {share:.0%}" for b, share in binds.items())
+    stopped = "both early-stopped at their best validation epoch"
     return [
         report.Claim("S-questions, conclusion", "Regularization clearly shrinks the weights.", "none given (a plot)",
                      "mean |w| over all weight matrices at the end, regularized minus unregularized, paired by "
@@ -146,11 +173,18 @@ def claims(runs: pd.DataFrame) -> list[report.Claim]:
                      versus_none(runs, "mean_abs_w", penalties), 0.0, "below", stats.Unit(lambda ci: ci.format(digits=4), 0.002)),
         report.Claim("S-questions, conclusion", "Strong L1 gives sparse weights.", "none given",
                      f"fraction of weights under {SMALL:g} in magnitude (percentage points), strongest L1 (penalty "
-                     "and proximal) minus unregularized; claimed above 0. Exact zeros are in the table below.",
-                     versus_none(runs, "small_frac", strongest), 0.0, "above", stats.POINTS),
+                     "and proximal) that has not collapsed to chance minus unregularized; claimed above 0. Exact "
+                     "zeros are in the table below.",
+                     versus_none(runs, "small_frac", strong), 0.0, "above", stats.POINTS),
+        report.Claim("S-questions, conclusion", "Strong L1 gives sparse weights (measured without a fixed scale).",
+                     "none given", "fraction of weights under 5% of their matrix's mean |w| (scale-free: shrinking "
+                     "every weight alike leaves it unchanged), strongest L1 that has not collapsed minus "
+                     "unregularized; claimed above 0.",
+                     versus_none(runs, "rel_small_frac", strong), 0.0, "above", stats.POINTS),
         report.Claim("S-questions, conclusion", "Strong L1 costs accuracy.", "none given",
-                     "final large-sample accuracy, strongest L1 minus unregularized; claimed below 0.",
-                     versus_none(runs, "eval_acc", strongest), 0.0, "below", stats.POINTS),
+                     "final large-sample accuracy, strongest L1 that has not collapsed minus unregularized; "
+                     "claimed below 0.",
+                     versus_none(runs, "eval_acc", strong), 0.0, "below", stats.POINTS),
         report.Claim("S-questions, conclusion", "L2 gives smaller weights but no sparsity.", "none given",
                      f"fraction of weights under {SMALL:g}, L2 minus unregularized; claimed below 5 points.",
                      versus_none(runs, "small_frac", l2), 0.05, "below", stats.POINTS),
@@ -161,24 +195,37 @@ def claims(runs: pd.DataFrame) -> list[report.Claim]:
                      "final large-sample accuracy at the best strength of each kind (chosen by its mean on the "
                      "even seeds) minus unregularized, on the odd seeds; claimed above 0.",
                      best_versus_none(runs, ["l1", "l1_prox", "l2"]), 0.0, "above", stats.POINTS),
+        report.Claim("S-questions, hypothesis", "Mild regularization may raise accuracy (against early stopping).",
+                     "none given", f"large-sample accuracy, {stopped}, at the best strength of each kind (chosen "
+                     "by its mean on the even seeds) minus unregularized, on the odd seeds; claimed above 0.",
+                     best_versus_none(runs, ["l1", "l1_prox", "l2"], "stopped_acc"), 0.0, "above", stats.POINTS),
         report.Claim("S-tricks", "Dropout of 20-50% on hidden units (20% on the input) improves the model.",
                      "none given", "final large-sample accuracy, dropout minus unregularized; claimed above 0.",
-                     versus_none(runs, "eval_acc", conditions(runs, ["dropout"])), 0.0, "above", stats.POINTS),
+                     versus_none(runs, "eval_acc", dropout), 0.0, "above", stats.POINTS),
+        report.Claim("S-tricks", "Dropout improves the model (against early stopping).", "none given",
+                     f"large-sample accuracy, {stopped}, dropout minus unregularized; claimed above 0.",
+                     versus_none(runs, "stopped_acc", dropout), 0.0, "above", stats.POINTS),
         report.Claim("Srivastava et al. 2014", "Dropout reduces overfitting.", "none comparable",
                      "generalization gap (train minus large-sample accuracy), dropout minus unregularized; "
                      "claimed below 0.",
                      versus_none(runs, "gap", conditions(runs, ["dropout"])), 0.0, "below", stats.POINTS),
         report.Claim("S-tricks", "A max-norm constraint (e.g. 5) on each unit's incoming weights helps.",
-                     "none given", "final large-sample accuracy, max-norm minus unregularized; claimed above 0.",
-                     versus_none(runs, "eval_acc", conditions(runs, ["maxnorm"])), 0.0, "above", stats.POINTS),
+                     "none given", "final large-sample accuracy, max-norm minus unregularized; claimed above 0. "
+                     f"Runs with a unit at the bound at the end ({binding}): where it never binds, the claim "
+                     "tests nothing.",
+                     versus_none(runs, "eval_acc", maxnorm), 0.0, "above", stats.POINTS),
+        report.Claim("S-tricks", "A max-norm constraint helps (against early stopping).", "none given",
+                     f"large-sample accuracy, {stopped}, max-norm minus unregularized; claimed above 0.",
+                     versus_none(runs, "stopped_acc", maxnorm), 0.0, "above", stats.POINTS),
     ]
 
 
 def condition_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per condition: means over seeds of the weight statistics and accuracies."""
     table = runs.groupby(CONDITION, sort=False)[
-        ["mean_abs_w", "mean_abs_w_l0", "small_frac", "zero_frac", "train_acc", "test_acc", "eval_acc", "gap"]].mean()
-    return table.reset_index().round(4)
+        ["mean_abs_w", "mean_abs_w_l0", "small_frac", "rel_small_frac", "zero_frac", "max_unit_norm", "train_acc",
+         "test_acc", "eval_acc", "stopped_acc", "best_epoch", "gap"]].mean()
+    return table.join(collapsed(runs)).reset_index().round(4)
 
 
 def figures(results: Results) -> list[fig.Figure]:
@@ -256,10 +303,15 @@ def draw_trajectories(data: pd.DataFrame):
 
 def section(results: Results) -> report.Section:
     runs = per_run(results)
-    text = report.prose(TEXT, seeds=runs["seed"].nunique(), runs=len(runs), wall_s=results.metadata["wall_time_s"])
+    none = runs[(runs["variant"] == "stated") & (runs["regularizer"] == "none")]
+    text = report.prose(TEXT, seeds=runs["seed"].nunique(), runs=len(runs), wall_s=results.metadata["wall_time_s"],
+                        val_every=int(results.frame.loc[results.frame["val_acc"].notna(), "epoch"].min()),
+                        none_best_epoch=f"{none['best_epoch'].median():g}", stated_epochs=int(none["epoch"].max()))
     return report.Section(
         title=QUESTION, intro=text["intro"], claims=claims(runs),
         tables=[("Per condition, means over seeds at the last epoch: mean |w| over all matrices and of the first "
-                 "layer, fraction of weights under 1e-3 and exactly 0, accuracies (training, 100-point test, "
-                 "large sample) and the generalization gap.", condition_table(runs))],
+                 "layer, fraction of weights under 1e-3, under 5% of their matrix's mean |w| and exactly 0, the "
+                 "largest norm of a unit's incoming weights, accuracies (training, 100-point test, large sample, "
+                 "and large sample early-stopped at the best validation epoch, `best_epoch`), the generalization "
+                 "gap, and whether the condition collapsed to chance.", condition_table(runs))],
         notes=text["notes"])

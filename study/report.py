@@ -40,6 +40,9 @@ class Claim:
     claimed: str  # "above" or "below" the threshold
     unit: stats.Unit
     design_check: bool = False  # a check of the study's own design, not a source's claim
+    # The same statistic under other analysis choices the sources never fixed
+    # (label such as "budget 50%" -> cells): its specification curve.
+    choices: dict[str, dict[str, object]] = dataclasses.field(default_factory=dict)
 
     @functools.cached_property
     def result(self) -> stats.Evaluation:
@@ -50,10 +53,19 @@ class Claim:
         """The verdict at the threshold moved either way by the unit's tolerance."""
         return stats.robustness(self.result, self.threshold, self.claimed, self.unit.tolerance)
 
+    @functools.cached_property
+    def alternatives(self) -> dict[str, str]:
+        """The verdict under each of `choices`."""
+        return {label: stats.verdict_of(cells, self.threshold, self.claimed) for label, cells in self.choices.items()}
+
     @property
     def robust(self) -> str:
-        """"robust" when moving the threshold keeps the verdict, else what it depends on."""
-        return "robust" if set(self.moved.values()) == {self.result.verdict} else "depends on the threshold"
+        """"robust" when moving the threshold and every other analysis choice
+        keep the verdict, else "depends on" the ones that change it."""
+        verdict = self.result.verdict
+        changed = (["the threshold"] if set(self.moved.values()) != {verdict} else []) + \
+            [label for label, other in self.alternatives.items() if other != verdict]
+        return "robust" if not changed else "depends on " + ", ".join(changed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +110,7 @@ def claims_table(question: int, claims: list[Claim]) -> str:
             f"{sum(x.verdict == 'reproduced' for x in c.result.cells)} / "
             f"{sum(x.verdict != 'inconclusive' for x in c.result.cells)} / {len(c.result.cells)}"),
         "verdict": verdict_text(c), "stability": f"{c.result.stability:.0%}",
-        "threshold moved": c.robust} for i, c in enumerate(claims, 1)])
+        "robustness": c.robust} for i, c in enumerate(claims, 1)])
     return markdown_table(rows)
 
 
@@ -114,9 +126,20 @@ def claim_detail(question: int, i: int, claim: Claim) -> str:
 
 def moved_text(claim: Claim) -> str:
     """The verdict at the threshold moved either way, in words."""
-    at = ", ".join(f"{verdict} at {claim.unit.format(stats.Interval(t, t, t, 1)).split(' [')[0]}"
-                   for t, verdict in claim.moved.items())
-    return f"{claim.robust} ({at})"
+    at = [f"{verdict} at {claim.unit.format(stats.Interval(t, t, t, 1)).split(' [')[0]}"
+          for t, verdict in claim.moved.items()]
+    at += [f"{verdict} with {label}" for label, verdict in claim.alternatives.items()]
+    return f"{claim.robust} ({', '.join(at)})"
+
+
+def specification_table(claims: list[Claim]) -> pd.DataFrame | None:
+    """Per claim with other analysis choices: its verdict under each (the
+    specification curve as a table), or None when no claim has any."""
+    if not any(c.choices for c in claims):
+        return None
+    rows = [{"#": i, "claim": c.text, "verdict": c.result.verdict, **c.alternatives}
+            for i, c in enumerate(claims, 1) if c.choices]
+    return pd.DataFrame(rows).fillna("")
 
 
 def claims_frame(sections: list[tuple[int, Section]]) -> pd.DataFrame:
@@ -136,18 +159,20 @@ def claims_frame(sections: list[tuple[int, Section]]) -> pd.DataFrame:
                              "n": cell.interval.n, "cell_verdict": cell.verdict, "verdict": result.verdict,
                              "stability": result.stability, "fragile": result.fragile,
                              "robustness": claim.robust,
+                             "other_choices": "; ".join(f"{k}: {v}" for k, v in claim.alternatives.items()),
                              **{f"verdict_at_{side}": v for side, v in zip(("lower", "upper"), claim.moved.values())}})
     return pd.DataFrame(rows)
 
 
 def summary(sections: list[tuple[int, Section]]) -> str:
-    """Verdict counts per question, the fragile verdicts named."""
+    """Verdict counts per question, the fragile verdicts named, and how many verdicts are robust."""
     rows = []
     for question, section in sections:
         verdicts = [c.result.verdict for c in section.claims]
         fragile = [f"[{i}](#{claim_id(question, i)})" for i, c in enumerate(section.claims, 1) if c.result.fragile]
         rows.append({"question": f"[Q{question}. {section.title}](#q{question})",
-                     **{v: verdicts.count(v) for v in stats.VERDICTS}, "fragile": ", ".join(fragile) or "none"})
+                     **{v: verdicts.count(v) for v in stats.VERDICTS}, "fragile": ", ".join(fragile) or "none",
+                     "robust": sum(c.robust == "robust" for c in section.claims)})
     return markdown_table(pd.DataFrame(rows))
 
 
@@ -183,6 +208,10 @@ def provenance(metadata: dict) -> str:
 def render_section(number: int, section: Section, metadata: dict, figures: list[tuple[str, str]]) -> str:
     parts = [f'<a id="q{number}"></a>\n\n## Q{number}. {section.title}\n', section.intro,
              "\n### Claims and verdicts\n", claims_table(number, section.claims), ""]
+    spec = specification_table(section.claims)
+    if spec is not None:
+        parts.append("**Specification curve.** Each claim's verdict under the analysis choices the sources never "
+                     f"fixed (budget, thresholds, measures), beside its verdict as stated:\n\n{markdown_table(spec)}\n")
     parts += [claim_detail(number, i, c) for i, c in enumerate(section.claims, 1)]
     for stem, caption in figures:
         parts.append(f"![{caption}](../figures/{stem}.png)\n\n*Figure {stem}: {caption}*\n")

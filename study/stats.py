@@ -194,10 +194,20 @@ def evaluate(cells: dict[str, np.ndarray | Interval], threshold: float, claimed:
     measured once) an interval at the claim's Bonferroni level and its
     verdict; the claim's verdict over the cells, and its stability."""
     level = family_level(len(cells))
-    intervals = {label: v if isinstance(v, Interval) else bootstrap_ci(v, level) for label, v in cells.items()}
-    out = [Cell(label, ci, cell_verdict(ci, threshold, claimed)) for label, ci in intervals.items()]
+    out = judged(cells, threshold, claimed, level)
     verdict = overall_verdict([c.verdict for c in out])
     return Evaluation(out, verdict, level, stability(cells, threshold, claimed, level, verdict))
+
+
+def judged(cells: dict[str, np.ndarray | Interval], threshold: float, claimed: str, level: float) -> list[Cell]:
+    """Each cell's interval at `level` and its verdict."""
+    intervals = {label: v if isinstance(v, Interval) else bootstrap_ci(v, level) for label, v in cells.items()}
+    return [Cell(label, ci, cell_verdict(ci, threshold, claimed)) for label, ci in intervals.items()]
+
+
+def verdict_of(cells: dict[str, np.ndarray | Interval], threshold: float, claimed: str) -> str:
+    """The claim's verdict alone (no stability): for its other analysis choices."""
+    return overall_verdict([c.verdict for c in judged(cells, threshold, claimed, family_level(len(cells)))])
 
 
 def stability(cells: dict, threshold: float, claimed: str, level: float, verdict: str) -> float:
@@ -239,7 +249,10 @@ VERDICT_RULE = (
     "no cell is decided; mixed otherwise. Where a claim compares with \"the best other\" arm, "
     "the even seeds choose that arm and the odd seeds test it. *Stability* is the share of "
     f"{STABILITY_RESAMPLES:,} resamples of the seeds under which the claim's verdict stays the "
-    f"same; a verdict kept in under {FRAGILE:.0%} of them is marked *fragile*. *Threshold moved*: the "
+    f"same; a verdict kept in under {FRAGILE:.0%} of them is marked *fragile*. *Robustness*: the "
     "claim's verdict with its threshold moved either way by a tolerance stated in the statistic's unit "
-    "(half a percentage point for accuracies and fractions); *robust* when both keep the verdict."
+    "(half a percentage point for accuracies and fractions) and, where the analysis makes choices the "
+    "sources never fixed (the training budget read, a measure's threshold), under each other choice; "
+    "*robust* when all keep the verdict, else *depends on* the ones that change it. Where an arm's "
+    "learning rate is tuned, it is chosen on a validation sample, never on the sample verdicts read."
 )

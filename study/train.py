@@ -314,6 +314,9 @@ def linear_cka(x: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.sum((x.T @ y) ** 2) / (jnp.linalg.norm(x.T @ x) * jnp.linalg.norm(y.T @ y))
 
 
+RELATIVE_SMALL = 0.05  # `rel_small_frac`: the share of weights under this fraction of their matrix's mean |w|
+
+
 def tracked_indices(setup: Setup) -> list[np.ndarray]:
     """The sampled entries of each flattened weight matrix: fixed per program."""
     sizes = [a * b for a, b in zip((setup.task.dim, *setup.hidden), (*setup.hidden, setup.n_out))]
@@ -327,7 +330,9 @@ def tracked_indices(setup: Setup) -> list[np.ndarray]:
 def weight_measures(setup: Setup, initial: list, stacked: list, final_outputs: list,
                     outputs: list) -> tuple[dict, jax.Array]:
     """Per-layer measures per kept epoch, (epochs, layers) each, from the kernels
-    after every epoch and the probe outputs at the probed epochs;
+    after every epoch and the probe outputs at the probed epochs (sparsity by
+    an absolute cutoff and scale-free, `rel_small_frac`; the largest norm of a
+    unit's incoming weights, which a max-norm bound caps);
     and the sampled weights' values, (records, layers, weights), at epochs 0,
     every, 2 * every, ..."""
     measures, sampled = {}, []
@@ -341,6 +346,9 @@ def weight_measures(setup: Setup, initial: list, stacked: list, final_outputs: l
         row = {"w_norm": norm, "mean_abs_w": jnp.mean(jnp.abs(flat), axis=1),
                "small_frac": jnp.mean(jnp.abs(flat) < 1e-3, axis=1),
                "zero_frac": jnp.mean(flat == 0, axis=1),
+               "rel_small_frac": jnp.mean(jnp.abs(flat) < RELATIVE_SMALL * jnp.mean(jnp.abs(flat), 1, keepdims=True),
+                                          axis=1),
+               "max_unit_norm": jnp.max(jnp.linalg.norm(w, axis=1), axis=-1),
                "step_change": step_norm, "rel_change": step_norm / norm,
                "dist_init": jnp.linalg.norm(flat - path[0], axis=1),
                "dist_final": jnp.linalg.norm(flat - path[-1], axis=1),

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from experiments import initialization, layer_convergence, regularization, transfer
+from study import stats
 
 
 def test_convergence_epochs_by_hand():
@@ -33,13 +34,18 @@ def test_convergence_and_its_rank_correlation_by_hand():
     assert conv["tracked weights (source)"].tolist() == [2.0, 4.0]
     assert conv["distance to final"].tolist() == [4.0, 2.0]  # within 10% of the initial distance (1.0)
     assert conv["CKA to final"].tolist() == [3.0, 1.0]
+    # the area between CKA and 1 over epochs 1-4, by the trapezoid rule, over the 3 epochs spanned
+    np.testing.assert_allclose(conv["CKA gap area"], [(0.35 + 0.125 + 0.025) / 3, (0.03 + 0.005) / 3])
     rho = layer_convergence.order_statistic(conv.reset_index()).set_index("measure")["rho"]
     assert rho["tracked weights (source)"] == pytest.approx(1.0) and rho["CKA to final"] == pytest.approx(-1.0)
+    half = layer_convergence.convergence(layers, budget=0.5).set_index("layer")  # epochs 1-2 only
+    assert half["tracked weights (source)"].tolist() == [2.0, 2.0]
+    assert layer_convergence.convergence(layers, moved=0.8)["tracked weights (source)"].tolist() == [1.0, 4.0]
 
 
 def q1_frame():
     """Two seeds of one cell: Xavier reaches 0.9 on the test split at epoch 2,
-    N(0, 10^2) never; SGD at two rates, the larger one better on the test split."""
+    N(0, 10^2) never; SGD at two rates, the larger one better on validation."""
     rows = []
     for seed in (0, 1):
         for init, lr, test in [("glorot_uniform", 0.1, [0.8, 0.92]), ("normal_10", 0.1, [0.5, 0.6]),
@@ -47,16 +53,29 @@ def q1_frame():
             for epoch, acc in zip((1, 2), test):
                 rows.append({"variant": "stated", "optimizer": "sgd", "activation": "relu", "init": init, "lr": lr,
                              "seed": seed, "epoch": epoch, "test_acc": acc, "eval_acc": acc - 0.01,
-                             "diverged": False, "bayes_acc": 0.96})
-    return pd.DataFrame(rows)
+                             "val_acc": acc, "diverged": False, "bayes_acc": 0.96})
+    frame = pd.DataFrame(rows)
+    return frame.assign(selected=stats.chosen_on_validation(frame, [*initialization.CELL, "init"], ["lr"]))
 
 
 def test_rate_selection_and_per_run_measures_by_hand():
     runs = initialization.per_run(q1_frame()).set_index(["init", "seed"])
-    assert runs.loc["glorot_uniform", "lr"].tolist() == [1.0, 1.0]  # the better rate on the test split
+    assert runs.loc["glorot_uniform", "lr"].tolist() == [1.0, 1.0]  # the rate selected on validation
     assert runs.loc["glorot_uniform", "epochs_to_90"].tolist() == [2, 2]
     assert runs.loc["normal_10", "epochs_to_90"].tolist() == [3, 3]  # never reached: epochs + 1
     np.testing.assert_allclose(runs.loc["glorot_uniform", "norm_acc"], (0.94 - 0.5) / (0.96 - 0.5))
+    early = initialization.per_run(q1_frame(), budget=0.5).set_index(["init", "seed"])  # stopped after epoch 1
+    assert early.loc["glorot_uniform", "epochs_to_90"].tolist() == [2, 2]  # not reached by then: censored
+    np.testing.assert_allclose(early.loc["glorot_uniform", "eval_acc"], 0.84)
+
+
+def test_the_strongest_l1_compared_is_the_strongest_that_has_not_collapsed():
+    runs = pd.DataFrame({"variant": "stated", "regularizer": ["none", "l1", "l1", "l1_prox"],
+                         "strength": [0.0, 0.1, 1.0, 1.0], "seed": 0, "eval_acc": [0.9, 0.8, 0.52, 0.7]})
+    assert regularization.collapsed(runs).to_dict() == {("stated", "l1", 0.1): False, ("stated", "l1", 1.0): True,
+                                                        ("stated", "l1_prox", 1.0): False,
+                                                        ("stated", "none", 0.0): False}
+    assert regularization.strongest(runs, ["l1", "l1_prox"]) == [("stated", "l1", 0.1), ("stated", "l1_prox", 1.0)]
 
 
 def test_regularized_minus_unregularized_is_paired_by_seed():

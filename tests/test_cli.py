@@ -72,11 +72,18 @@ def test_quick_run_writes_layer_and_weight_tables(quick, name, conditions, layer
 def test_quick_transfer_run_keeps_every_strategy_and_the_pretrained_weights(quick):
     res = results.read(quick / "results" / "transfer.parquet")
     frame = res.frame
-    assert list(frame.columns[:6]) == ["n_target", "similarity", "strategy", "trainable_layers", "lr", "seed"]
-    for column in ["epoch", "train_loss", "test_acc", "eval_acc", "step_time_s"]:
+    assert list(frame.columns[:7]) == ["n_target", "similarity", "strategy", "trainable_layers", "lr", "head_lr",
+                                       "seed"]
+    for column in ["epoch", "train_loss", "test_acc", "eval_acc", "val_acc", "step_time_s", "selected"]:
         assert column in frame
     assert set(frame["strategy"]) == {"scratch", "feature_extraction", "feature_extraction_early", "finetune_top",
-                                      "finetune_all", "staged", "reinit", "wide_head"}
+                                      "finetune_all", "staged", "reinit", "wide_head", "random_features"}
+    chosen = frame[frame["selected"]].groupby(["strategy", "trainable_layers", "n_target", "similarity"])
+    assert chosen[["lr", "head_lr"]].nunique().eq(1).all().all()  # one rate pair per arm and cell
+    assert chosen.ngroups == frame.groupby(["strategy", "trainable_layers", "n_target", "similarity"]).ngroups
+    probe = res.tables["probe"]
+    assert probe["probe_acc"].between(0, 1).all() and len(probe) == frame.groupby(["n_target", "similarity",
+                                                                                   "seed"]).ngroups
     cells = frame.groupby("strategy")[["n_target", "similarity"]].nunique()
     assert (cells >= 2).all().all()  # at least 2 x 2 cells for every strategy
     assert sorted(frame.loc[frame["strategy"] == "finetune_top", "trainable_layers"].unique()) == [2, 3, 4]
@@ -87,10 +94,10 @@ def test_quick_transfer_run_keeps_every_strategy_and_the_pretrained_weights(quic
     assert "source mlp/layer4_kernel" in res.params and not any(k.startswith("source linear") for k in res.params)
 
 
-def test_odd_epochs_for_transfer_are_one_line_errors(tmp_path, capsys):
+def test_transfer_epochs_off_its_scoring_stride_are_one_line_errors(tmp_path, capsys):
     assert cli.main(["run", "transfer", "--epochs", "3", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "needs an even number of epochs" in err and not os.listdir(tmp_path)
+    assert err.count("\n") == 1 and "must be a multiple of 5" in err and not os.listdir(tmp_path)
 
 
 def test_quick_run_writes_figures_and_report(quick):
@@ -102,10 +109,10 @@ def test_quick_run_writes_figures_and_report(quick):
     assert "## Q2. Do different layers converge at different speeds?" in md
     assert "## Q3. How does regularization affect the weights?" in md
     assert "## Q4. When should one freeze, fine-tune or train from scratch?" in md
-    assert md.count("**Claim ") == 5 + 5 + 9 + 13 and md.count("**Design check ") == 2
+    assert md.count("**Claim ") == 6 + 12 + 13 + 14 and md.count("**Design check ") == 6
     assert "Verdict rule" in md and "| hidden 2 | 100 x 100 |" in md and "## Verdicts at a glance" in md
     claims = pd.read_csv(quick / "paper" / "claims.csv")
-    assert claims["id"].nunique() == 5 + 5 + 9 + 15 and "q4-claim-15" in set(claims["id"])
+    assert claims["id"].nunique() == 6 + 12 + 13 + 20 and "q4-claim-20" in set(claims["id"])
     assert claims["verdict"].isin(["reproduced", "contradicted", "mixed", "inconclusive"]).all()
     assert ((claims["lo"] <= claims["estimate"]) & (claims["estimate"] <= claims["hi"])).all()
     html = (quick / "paper" / "report.html").read_text()

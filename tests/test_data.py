@@ -1,4 +1,6 @@
-"""The two-Gaussian task: split sizes, balance, moments, Bayes accuracy, purity."""
+"""The tasks' samples: split sizes, balance, moments, Bayes accuracy, purity, the validation draw."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from study.data import TwoGaussians, bayes_accuracy, sample
+from study.data import Mixture, TwoGaussians, bayes_accuracy, sample
 
 BIG = 200_000  # eval points for the moment and Monte Carlo checks
 FAITHFUL = TwoGaussians(harmonic_gaps=True, random_covariance=True, n_eval=BIG)
@@ -141,3 +143,19 @@ def test_same_key_same_data_different_key_different_data():
     for name in ("x_train", "x_test", "x_eval"):
         assert not np.allclose(a[name], c[name])
     assert not np.array_equal(a["y_train"], c["y_train"])
+
+
+@pytest.mark.parametrize("task", [TwoGaussians(n_val=7), Mixture(target=True, n_train=20, n_eval=30, n_val=5)])
+def test_the_validation_sample_is_its_own_draw_and_leaves_the_others_unchanged(task):
+    """Choices are made on the validation sample and verdicts read the eval
+    sample: they share no point, and drawing a larger validation sample
+    changes no other sample."""
+    key = jax.random.key(3)
+    small, large = sample(task, key, 0.5), sample(dataclasses.replace(task, n_val=3 * task.n_val), key, 0.5)
+    for name in ("x_train", "x_test", "x_eval", "y_eval"):
+        np.testing.assert_array_equal(small[name], large[name])
+    assert len(small["x_val"]) == task.n_val * (task.classes if isinstance(task, Mixture) else 1)
+    val = np.asarray(small["x_val"])
+    for name in ("x_train", "x_test", "x_eval"):
+        others = np.asarray(small[name])
+        assert not (np.abs(val[:, None] - others[None]).max(-1) < 1e-6).any(), name

@@ -64,6 +64,8 @@ def test_recorded_measures_equal_a_plain_loop(regularizer):
             "dist_final": np.linalg.norm(flat[1:] - flat[-1], axis=1),
             "tracked_abs_change": np.abs(np.diff(flat[:, idx], axis=0)).mean(1),
             "zero_frac": (flat[1:] == 0).mean(1),
+            "rel_small_frac": (np.abs(flat[1:]) < 0.05 * np.abs(flat[1:]).mean(1, keepdims=True)).mean(1),
+            "max_unit_norm": np.linalg.norm(path[1:], axis=1).max(-1),
         }
         for name, want in expected.items():
             np.testing.assert_allclose(layers[name][0, :, layer], want, rtol=1e-4, atol=1e-6, err_msg=name)
