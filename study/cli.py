@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import os
 import sys
 import time
 from pathlib import Path
@@ -241,8 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("study: interrupted; files already written are complete, the rest were not written",
-              file=sys.stderr)
-        return 130
+              file=sys.stderr, flush=True)
+        # XLA may still be compiling on its own threads, and tearing the
+        # interpreter down under them crashes: leave at once (every results
+        # file is written whole or not at all, see `results.atomic_write`).
+        os._exit(130)
     return status
 
 

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -191,3 +192,19 @@ def test_two_fresh_processes_give_identical_data_with_a_cold_and_a_warm_cache(tm
         assert ("programs loaded" in done.stderr) and (out == "cold") == (" 0 programs loaded" in done.stderr)
         frames.append(pd.read_parquet(tmp_path / out / "results" / "layer_convergence.parquet").drop(columns="step_time_s"))
     pd.testing.assert_frame_equal(*frames)
+
+
+def test_ctrl_c_while_compiling_exits_130_with_one_line_and_writes_nothing(tmp_path):
+    """SIGINT while XLA compiles on its own threads: one line, status 130,
+    no crash in the interpreter's teardown, no results file."""
+    env = {**os.environ, "STUDY_CACHE_DIR": ""}
+    command = [sys.executable, "-m", "study.cli", "run", "transfer", "--quick", "--out", str(tmp_path)]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:  # the first program has started compiling
+        if "compiling and training" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    assert process.wait(timeout=60) == 130
+    assert rest.strip().splitlines()[-1].startswith("study: interrupted;") and "Traceback" not in rest
+    assert not list(tmp_path.rglob("*.parquet"))
