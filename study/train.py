@@ -648,14 +648,17 @@ def train_from(setup: Setup, run: Run) -> dict[str, dict | jax.Array]:
     metrics, strided = jax.tree.map(lambda *p: jnp.concatenate(p), *parts)
     for k, v in strided.items():  # NaN between the scored epochs
         metrics[k] = jnp.full(setup.epochs, jnp.nan).at[setup.eval_every - 1::setup.eval_every].set(v)
+    # The last phase's frozen layers are frozen in every earlier phase too,
+    # so its view scores the final and the best-validated weights alike.
+    view = frozen_view(setup, run, params, phase.trainable)
+    evaluate = functools.partial(scores, setup, run, x=view.data["x_eval"], y=run.data["y_eval"], start=view.start)
     if setup.final_eval and "eval_acc" in setup.scored:
-        final = scores(setup, run, params, run.data["x_eval"], run.data["y_eval"])[1]
-        metrics["eval_acc"] = jnp.full(setup.epochs, jnp.nan).at[-1].set(final)
+        metrics["eval_acc"] = jnp.full(setup.epochs, jnp.nan).at[-1].set(evaluate(params=params)[1])
     metrics["bayes_acc"] = run.data["bayes_acc"]
     if "val_acc" in setup.scored:
         metrics["best_epoch"] = best.epoch
     if {"val_acc", "eval_acc"} <= set(setup.scored):
-        metrics["best_eval_acc"] = scores(setup, run, best.params, run.data["x_eval"], run.data["y_eval"])[1]
+        metrics["best_eval_acc"] = evaluate(params=best.params)[1]
     if "initial_grad_norm" in setup.scored:
         metrics.update(initial_grad_norms(setup, run))
     if "probe_acc" in setup.scored:
@@ -756,6 +759,16 @@ def _compiled(setup: Setup, devices: tuple, n_runs: int, batch_runs: int, pretra
     return program.lower(shapes, weights).compile(), sharding, replicated
 
 
+def wait(tree, poll_s: float = 0.05):
+    """`tree` once every array in it is computed. Python gets control back
+    every `poll_s` meanwhile, so a Ctrl-C stops a long program within that
+    time instead of after it (a blocking wait would hold the interrupt)."""
+    leaves = jax.tree.leaves(tree)
+    while not all(leaf.is_ready() for leaf in leaves):
+        time.sleep(poll_s)
+    return tree
+
+
 CPU_BATCH_RUNS = 4
 
 
@@ -801,7 +814,7 @@ def train_grid(setup: Setup, values: dict[str, Sequence], *, pretrained: Sequenc
     args = {k: jax.device_put(np.pad(v, (0, padded - n_runs), mode="edge"), sharding)
             for k, v in args.items()}
     weights = tuple(jax.device_put(np.asarray(w, np.float32), replicated) for w in pretrained)
-    out = jax.block_until_ready(program(args, weights))
+    out = wait(program(args, weights))
     trained = time.perf_counter()
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils

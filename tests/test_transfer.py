@@ -215,3 +215,19 @@ def test_the_linear_probe_is_the_converged_penalized_logistic_regression(staged)
     accuracy = np.mean(np.argmax(x_eval @ w[:-3].reshape(d, 3) + w[-3:], -1) == np.asarray(run.data["y_eval"]))
     assert 0.4 < accuracy < 1.0  # a task the probe neither fails nor solves outright
     assert compiled == pytest.approx(accuracy, abs=1 / 150 + 1e-6)
+
+
+def test_a_head_on_standardized_features_is_scored_on_the_features_it_was_trained_on(staged):
+    """The large sample scored once after training (and at the best-validated
+    epoch) goes through the same frozen, standardized features as the
+    strided scores: the same accuracy as the strided score of the last epoch."""
+    pretrained, _ = staged
+    strided = small_setup(pretrained=True, trainable=1, standardize_features=True, scored=("eval_acc", "val_acc"))
+    final = dataclasses.replace(strided, final_eval=True)
+    values = {"seed": [0, 1], "data_seed": [0, 1], "init": [0, 0], "activation": [0, 0], "lr": [0.3, 0.3],
+              "n_target": [2, 20], "similarity": [1.0, 0.0]}
+    a, b = (train.train_grid(s, values, pretrained=pretrained)[0]["epochs"] for s in (strided, final))
+    np.testing.assert_allclose(b["eval_acc"][:, -1], a["eval_acc"][:, -1], atol=1e-6)
+    np.testing.assert_allclose(b["best_eval_acc"], a["best_eval_acc"], atol=1e-6)
+    best = a["best_epoch"].astype(int) - 1
+    np.testing.assert_allclose(a["best_eval_acc"], a["eval_acc"][np.arange(2), best], atol=1e-6)
