@@ -36,7 +36,8 @@ class Figure:
 
 
 def palette(levels) -> dict:
-    colors = sns.color_palette(PALETTE, len(levels))
+    """A distinct colour per level: the colour-blind palette's 10, else tab20's."""
+    colors = sns.color_palette(PALETTE if len(levels) <= 10 else "tab20", len(levels))
     return dict(zip(levels, colors))
 
 
