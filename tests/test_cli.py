@@ -198,9 +198,10 @@ def test_ctrl_c_while_compiling_exits_130_with_one_line_and_writes_nothing(tmp_p
     """SIGINT while XLA compiles on its own threads: one line, status 130,
     no crash in the interpreter's teardown, no results file."""
     env = {**os.environ, "STUDY_CACHE_DIR": ""}
-    command = [sys.executable, "-m", "study.cli", "run", "transfer", "--quick", "--out", str(tmp_path)]
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True,  # SIGINT as in a terminal,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # even under nohup
+    start = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "  # as in a terminal,
+             "from study import cli; sys.exit(cli.main(sys.argv[1:]))")  # even where the tests run under nohup
+    command = [sys.executable, "-c", start, "run", "transfer", "--quick", "--out", str(tmp_path)]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     for line in process.stderr:  # the first program has started compiling
         if "compiling and training" in line:
             break
