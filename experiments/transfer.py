@@ -8,8 +8,8 @@ classifier on the raw inputs; its weights are kept in
 data and seeds, over a grid of target sizes (examples per class) x
 similarity to the source (see `study.data.Mixture`): 400 minibatches of 64
 in 10 "epochs" of 40 (800 for the arms that train a head alone, and
-staged), whatever the size, with every rate decaying to 0 along a cosine, so
-sizes are a traced prefix of one training sample.
+staged), whatever the size (sizes are a traced prefix of one training
+sample), every rate decaying to 0 along a cosine.
 
 Every arm is tuned: its learning rates (Adam) come from a grid, and per
 (size, similarity, strategy) the rates with the best mean final accuracy
@@ -47,7 +47,6 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from study import figures as fig
