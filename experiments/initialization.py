@@ -157,7 +157,7 @@ def claims(frame: pd.DataFrame) -> list[report.Claim]:
     """Each claim read at the end of training, and at shorter budgets (`BUDGETS`) as other choices."""
     main = claim_cells(per_run(frame))
     shorter = {f"budget {b:.0%}": claim_cells(per_run(frame, b)) for b in BUDGETS}
-    c = [dict(choices={label: cells[i] for label, cells in shorter.items()}) for i in range(len(main))]
+    other = [dict(choices={label: cells[i] for label, cells in shorter.items()}) for i in range(len(main))]
     trained = f"large-sample accuracy scaled to chance = 0, Bayes limit = 1; trains when above {TRAINED}."
     return [
         report.Claim("S-questions, hypothesis", "Xavier initialization (the TensorFlow default) trains best.",
@@ -165,27 +165,27 @@ def claims(frame: pd.DataFrame) -> list[report.Claim]:
                      "final large-sample accuracy of Xavier-uniform minus that of the best other scheme "
                      "(chosen by its mean on the even seeds), paired by seed on the odd seeds; Adam, the "
                      "original code's optimizer; claimed above 0.",
-                     main[0], 0.0, "above", stats.POINTS, **c[0]),
+                     main[0], 0.0, "above", stats.POINTS, **other[0]),
         report.Claim("S-questions, hypothesis", "Xavier trains best among the schemes that break symmetry.",
                      "none given",
                      "as above, against the best scheme that is not a constant (constant starts keep one distinct "
                      "unit per layer: the mechanism table); claimed above 0.",
-                     main[1], 0.0, "above", stats.POINTS, **c[1]),
+                     main[1], 0.0, "above", stats.POINTS, **other[1]),
         report.Claim("S-questions, conclusion", "Low-variance Gaussian initialization trains well, like Xavier.",
                      "none given",
                      "final large-sample accuracy of N(0, 0.01^2) minus Xavier-uniform, paired by seed; "
                      "claimed above -1 point.",
-                     main[2], -0.01, "above", stats.POINTS, **c[2]),
+                     main[2], -0.01, "above", stats.POINTS, **other[2]),
         report.Claim("S-questions, conclusion", "With a large variance, training slows down.", "none given",
                      f"epochs to reach test accuracy {REACHED} with the widest Gaussian minus with "
                      "Xavier-uniform (runs that never reach it count as epochs + 1); Adam; claimed above 0.",
-                     main[3], 0.0, "above", stats.Unit(lambda ci: ci.format(digits=1, unit=" epochs"), 5.0), **c[3]),
+                     main[3], 0.0, "above", stats.Unit(lambda ci: ci.format(digits=1, unit=" epochs"), 5.0), **other[3]),
         report.Claim("S-questions, conclusion", "A constant 0 initialization eventually trains.", "none given",
-                     trained, main[4], TRAINED, "above", stats.Unit(lambda ci: ci.format(), 0.05), **c[4]),
+                     trained, main[4], TRAINED, "above", stats.Unit(lambda ci: ci.format(), 0.05), **other[4]),
         report.Claim("S-questions, conclusion + hypothesis",
                      "Other constant initializations do not train (constants train worst).", "none given",
                      trained + " Claimed below.",
-                     main[5], TRAINED, "below", stats.Unit(lambda ci: ci.format(), 0.05), **c[5]),
+                     main[5], TRAINED, "below", stats.Unit(lambda ci: ci.format(), 0.05), **other[5]),
     ]
 
 
