@@ -273,6 +273,10 @@ def figures(results: Results) -> list[fig.Figure]:
                    "limit of its random-covariance datasets.", original, draw_original),
         fig.Figure("units", "Distinct hidden units at the end of training per layer (log scale): 1 means "
                    "the layer's symmetry was never broken.", units, draw_units),
+        fig.Figure("spec-curve", "The specification curve: each claim's verdict (a row) as stated, with its "
+                   "threshold moved either way by its tolerance, and read at half and three quarters of the "
+                   "budget, which the source never fixed.", report.specification_frame(claims(results.frame)),
+                   fig.verdict_grid),
     ]
 
 

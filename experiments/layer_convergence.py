@@ -271,6 +271,11 @@ def figures(results: Results) -> list[fig.Figure]:
 
     out.append(fig.Figure("summary", "Convergence epoch per layer under each measure, mean and 95% interval over "
                           "seeds; the claims' verdicts per measure are in the table above.", summary, draw_summary))
+    out.append(fig.Figure("spec-curve", "The specification curve: each claim's verdict (a row) as stated, with "
+                          "its threshold moved either way by its tolerance, and under each analysis choice the "
+                          "source never fixed (the share of the budget read, each measure's threshold); blank where "
+                          "a claim has no such choice.", report.specification_frame(claims(layers)),
+                          fig.verdict_grid))
     return out
 
 

@@ -294,6 +294,9 @@ def figures(results: Results) -> list[fig.Figure]:
                           "large-sample accuracy) of dropout (input 0.2, hidden rate given) and max-norm (bound "
                           "given) against none (stated variant); mean and 95% interval over seeds.",
                           compared, draw_compared))
+    out.append(fig.Figure("spec-curve", "The specification curve: each claim's verdict (a row) as stated and "
+                          "with its threshold moved either way by its tolerance (the early-stopped readings are "
+                          "claims of their own).", report.specification_frame(claims(runs)), fig.verdict_grid))
     return out
 
 

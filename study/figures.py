@@ -137,11 +137,12 @@ def strips(data: pd.DataFrame, *, x: str, y: str, hue: str, bounds=(), xlabel: s
 
 
 def category_grid(categories: pd.DataFrame, notes: pd.DataFrame, *, xlabel: str, ylabel: str,
-                  width: float = 2.2, height: float = 1.0) -> matplotlib.figure.Figure:
+                  width: float = 2.2, height: float = 1.0, colors: dict | None = None) -> matplotlib.figure.Figure:
     """A heatmap of categories (e.g. the best strategy per cell), each cell
-    coloured by its category and annotated with its `notes` text."""
+    coloured by its category (`colors`, else a palette) and annotated with
+    its `notes` text."""
     levels = sorted(set(categories.to_numpy().ravel()))
-    colors = palette(levels)
+    colors = colors or palette(levels)
     rows, cols = categories.shape
     fig, ax = plt.subplots(figsize=(width * cols + 2.5, height * rows + 1.2))
     sns.heatmap(categories.map(levels.index), annot=notes, fmt="", cbar=False, ax=ax, linewidths=1,
@@ -153,6 +154,23 @@ def category_grid(categories: pd.DataFrame, notes: pd.DataFrame, *, xlabel: str,
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
     return fig
+
+
+VERDICT_COLORS = {"reproduced": "#4daf4a", "contradicted": "#e41a1c", "mixed": "#ffbf47", "inconclusive": "#bdbdbd",
+                  "not read": "#ffffff"}
+
+
+def verdict_grid(data: pd.DataFrame) -> matplotlib.figure.Figure:
+    """A specification curve (`report.specification_frame`): each claim's
+    verdict (a row) under each analysis choice (a column), in fixed colours."""
+    grid = data.pivot(index="claim", columns="choice", values="verdict")
+    grid = grid.loc[list(dict.fromkeys(data["claim"])), list(dict.fromkeys(data["choice"]))].fillna("not read")
+    grid.index = [label if len(label) <= 90 else label[:87] + "..." for label in grid.index]
+    figure = category_grid(grid, grid.replace("not read", ""), xlabel="analysis choice", ylabel="claim", width=1.3,
+                           height=0.45, colors=VERDICT_COLORS)
+    figure.axes[0].tick_params(axis="x", labelrotation=30)
+    figure.tight_layout()
+    return figure
 
 
 def csv_text(figure: Figure) -> str:

@@ -132,6 +132,23 @@ def moved_text(claim: Claim) -> str:
     return f"{claim.robust} ({', '.join(at)})"
 
 
+def specification_frame(claims: list[Claim]) -> pd.DataFrame:
+    """Per claim and analysis choice (as stated, the threshold moved either
+    way by its tolerance, each of its other choices): the verdict, from the
+    intervals alone. The data of a question's specification-curve figure."""
+    rows = []
+    for i, claim in enumerate(claims, 1):
+        tolerance = claim.unit.tolerance
+        specs = {"as stated": (claim.cells, claim.threshold),
+                 "threshold lower": (claim.cells, claim.threshold - tolerance),
+                 "threshold higher": (claim.cells, claim.threshold + tolerance),
+                 **{label: (cells, claim.threshold) for label, cells in claim.choices.items()}}
+        rows += [{"claim": f"{i}. {claim.text}", "choice": choice,
+                  "verdict": stats.verdict_of(cells, threshold, claim.claimed)}
+                 for choice, (cells, threshold) in specs.items()]
+    return pd.DataFrame(rows)
+
+
 def specification_table(claims: list[Claim]) -> pd.DataFrame | None:
     """Per claim with other analysis choices: its verdict under each (the
     specification curve as a table), or None when no claim has any."""

@@ -118,7 +118,7 @@ def test_quick_run_writes_figures_and_report(quick):
     assert ((claims["lo"] <= claims["estimate"]) & (claims["estimate"] <= claims["hi"])).all()
     html = (quick / "paper" / "report.html").read_text()
     assert '<a id="q4-claim-15"></a>' in html and 'href="#q1-claim-1"' in html
-    assert html.count("data:image/png;base64,") == len(list((quick / "figures").glob("*.png"))) == 5 + 5 + 5 + 6
+    assert html.count("data:image/png;base64,") == len(list((quick / "figures").glob("*.png"))) == 6 + 6 + 6 + 6
 
 
 def test_report_covers_the_experiments_with_results_and_names_the_others(quick, tmp_path):

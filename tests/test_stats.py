@@ -225,3 +225,6 @@ def test_a_verdict_that_another_analysis_choice_flips_is_labelled_by_that_choice
                                                             stats.POINTS)])
     assert table.to_dict("records") == [{"#": 1, "claim": "claim", "verdict": "reproduced",
                                          "budget 50%": "inconclusive", "budget 75%": "reproduced"}]
+    curve = report.specification_frame([claim]).set_index("choice")["verdict"].to_dict()
+    assert curve == {"as stated": "reproduced", "threshold lower": "reproduced", "threshold higher": "reproduced",
+                     "budget 50%": "inconclusive", "budget 75%": "reproduced"}
