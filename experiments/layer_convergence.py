@@ -127,10 +127,18 @@ def convergence(layers: pd.DataFrame, budget: float = 1.0, moved: float = MOVED,
         row["distance to final"] = first_from(dist <= near * g["dist_init"].to_numpy()[-1], epochs)
         probed = g.dropna(subset=["cka_final"])
         cka, at = probed["cka_final"].to_numpy(), probed["epoch"].to_numpy()
-        row["CKA to final"] = first_from(cka >= similar, at)
-        row["CKA gap area"] = float(np.trapezoid(1 - cka, at) / (at[-1] - at[0])) if len(at) > 1 else float(1 - cka[0])
+        row["CKA to final"] = first_from(cka >= similar, at) if len(at) else np.nan  # none probed in the budget
+        row["CKA gap area"] = cka_gap_area(cka, at)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def cka_gap_area(cka: np.ndarray, epochs: np.ndarray) -> float:
+    """The mean of 1 - CKA over the epochs spanned (trapezoid rule); the one
+    value's gap when a single epoch was probed, NaN when none was."""
+    if len(epochs) < 2:
+        return float(1 - cka[0]) if len(epochs) else np.nan
+    return float(np.trapezoid(1 - cka, epochs) / (epochs[-1] - epochs[0]))
 
 
 def order_statistic(conv: pd.DataFrame) -> pd.DataFrame:
