@@ -126,8 +126,11 @@ def lines(data: pd.DataFrame, *, x: str, y: str, hue: str, ylim=None) -> matplot
 def strips(data: pd.DataFrame, *, x: str, y: str, hue: str, bounds=(), xlabel: str) -> matplotlib.figure.Figure:
     """One dot per row along `x`, a row of dots per level of `y`, coloured
     by `hue`; dashed lines at `bounds` (e.g. a check's limits)."""
+    levels = [str(level) for level in sorted(data[hue].unique())]  # one distinct colour per level, in order
+    data = data.assign(**{hue: data[hue].astype(str)})
     fig, ax = plt.subplots(figsize=(6.5, 0.35 * data[y].nunique() + 1.6))
-    sns.stripplot(data, x=x, y=y, hue=hue, palette="viridis", jitter=0.2, ax=ax)
+    sns.swarmplot(data, x=x, y=y, hue=hue, hue_order=levels, palette=dict(zip(levels, sns.color_palette(
+        "viridis", len(levels)))), size=4, ax=ax)  # deterministic, unlike a jittered strip plot
     for bound in bounds:
         ax.axvline(bound, color="grey", linestyle="--", linewidth=1)
     ax.set_xlabel(xlabel)
@@ -166,8 +169,8 @@ def verdict_grid(data: pd.DataFrame) -> matplotlib.figure.Figure:
     grid = data.pivot(index="claim", columns="choice", values="verdict")
     grid = grid.loc[list(dict.fromkeys(data["claim"])), list(dict.fromkeys(data["choice"]))].fillna("not read")
     grid.index = [label if len(label) <= 90 else label[:87] + "..." for label in grid.index]
-    figure = category_grid(grid, grid.replace("not read", ""), xlabel="analysis choice", ylabel="claim", width=1.3,
-                           height=0.45, colors=VERDICT_COLORS)
+    figure = category_grid(grid, grid.replace("not read", ""), xlabel="analysis choice", ylabel="claim",
+                           width=max(1.3, 10 / grid.shape[1]), height=0.45, colors=VERDICT_COLORS)  # room for labels
     figure.axes[0].tick_params(axis="x", labelrotation=30)
     figure.tight_layout()
     return figure
