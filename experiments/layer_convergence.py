@@ -174,8 +174,8 @@ def claims(layers: pd.DataFrame) -> list[report.Claim]:
     """Per measure and per optimizer (it sets the order), with the verdict
     under the analysis choices of `CHOICES`."""
     conv = convergence(layers)
-    alternatives = {label: convergence(layers, **choice) for options in CHOICES.values()
-                    for label, choice in options.items()}
+    choices = {label: choice for options in CHOICES.values() for label, choice in options.items()}
+    alternatives = {label: convergence(layers, **choice) for label, choice in choices.items()}  # each once
     unit = stats.Unit(lambda ci: ci.format(digits=2), 0.2)
     out = []
     for measure, how in MEASURES.items():

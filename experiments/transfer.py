@@ -300,8 +300,7 @@ def scenario_cells(runs: pd.DataFrame) -> dict[tuple[str, str], list[tuple]]:
 def step_ratio(runs: pd.DataFrame, slow: str, fast: str) -> dict[str, stats.Interval]:
     """One timing per program, so the 'interval' is the measured ratio itself."""
     times = runs.groupby("arm")["step_time_s"].first()
-    ratio = float(times[slow] / times[fast])
-    return {f"{slow} / {fast}": stats.Interval(ratio, ratio, ratio, 1)}
+    return {f"{slow} / {fast}": measured(times[slow] / times[fast])}
 
 
 def measured(value: float) -> stats.Interval:

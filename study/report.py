@@ -139,13 +139,12 @@ def specification_frame(claims: list[Claim]) -> pd.DataFrame:
     rows = []
     for i, claim in enumerate(claims, 1):
         tolerance = claim.unit.tolerance
-        specs = {"as stated": (claim.cells, claim.threshold),
-                 "threshold lower": (claim.cells, claim.threshold - tolerance),
-                 "threshold higher": (claim.cells, claim.threshold + tolerance),
-                 **{label: (cells, claim.threshold) for label, cells in claim.choices.items()}}
-        rows += [{"claim": f"{i}. {claim.text}", "choice": choice,
-                  "verdict": stats.verdict_of(cells, threshold, claim.claimed)}
-                 for choice, (cells, threshold) in specs.items()]
+        thresholds = {"as stated": claim.threshold, "threshold lower": claim.threshold - tolerance,
+                      "threshold higher": claim.threshold + tolerance}
+        verdicts = {choice: stats.verdict_of(claim.cells, threshold, claim.claimed)
+                    for choice, threshold in thresholds.items()}
+        rows += [{"claim": f"{i}. {claim.text}", "choice": choice, "verdict": verdict}
+                 for choice, verdict in {**verdicts, **claim.alternatives}.items()]
     return pd.DataFrame(rows)
 
 

@@ -596,8 +596,9 @@ def keep_best(best: Best, strided: dict, epoch: jax.Array, params) -> Best:
 
 
 def train_phase(setup: Setup, run: Run, params, best: Best, phase: Phase):
-    """Train one phase: the final parameters, the best-validated ones so
-    far, per-epoch metrics (epochs,) and the strided ones (epochs / eval_every,)."""
+    """Train one phase: its view of the data, the final parameters, the
+    best-validated ones so far, per-epoch metrics (epochs,) and the strided
+    ones (epochs / eval_every,)."""
     view = frozen_view(setup, run, params, phase.trainable)
     loss = objective(setup, run, view.start)
     step, tx = frozen_step(setup, {**run.values, "lr": phase.lr}, params, loss, phase.trainable, phase.head_lr,
@@ -613,7 +614,7 @@ def train_phase(setup: Setup, run: Run, params, best: Best, phase: Phase):
 
     starts = jnp.arange(phase.first, phase.first + phase.epochs, setup.eval_every)
     ((params, _), best), (metrics, strided) = jax.lax.scan(block, ((params, tx.init(params)), best), starts)
-    return params, best, jax.tree.map(lambda v: v.reshape(phase.epochs, *v.shape[2:]), metrics), strided
+    return view, params, best, jax.tree.map(lambda v: v.reshape(phase.epochs, *v.shape[2:]), metrics), strided
 
 
 def phases(setup: Setup, values: dict) -> list[Phase]:
@@ -643,14 +644,13 @@ def train_from(setup: Setup, run: Run) -> dict[str, dict | jax.Array]:
     params, parts = run.initial, []
     best = Best(jnp.float32(-jnp.inf), jnp.int32(0), params)
     for phase in phases(setup, run.values):
-        params, best, metrics, strided = train_phase(setup, run, params, best, phase)
+        view, params, best, metrics, strided = train_phase(setup, run, params, best, phase)
         parts.append((metrics, strided))
     metrics, strided = jax.tree.map(lambda *p: jnp.concatenate(p), *parts)
     for k, v in strided.items():  # NaN between the scored epochs
         metrics[k] = jnp.full(setup.epochs, jnp.nan).at[setup.eval_every - 1::setup.eval_every].set(v)
     # The last phase's frozen layers are frozen in every earlier phase too,
     # so its view scores the final and the best-validated weights alike.
-    view = frozen_view(setup, run, params, phase.trainable)
     evaluate = functools.partial(scores, setup, run, x=view.data["x_eval"], y=run.data["y_eval"], start=view.start)
     if setup.final_eval and "eval_acc" in setup.scored:
         metrics["eval_acc"] = jnp.full(setup.epochs, jnp.nan).at[-1].set(evaluate(params=params)[1])
