@@ -27,8 +27,10 @@ from pathlib import Path
 import pandas as pd
 
 from study import figures as fig
-from study import inits, report, stats
+from study import inits, stats
 from study.data import TwoGaussians
+from study.claims import Claim, specification_frame
+from study.question import Section
 from study.results import Results
 from study.runner import Program
 from study.train import Setup, stride
@@ -52,11 +54,10 @@ REACHED = 0.9  # accuracy for "epochs to reach"
 ACCURACY_RANGE = (0.45, 1.0)  # chance to perfect: the axis of every accuracy plot
 
 
-def plan(seeds: int | None = None, epochs: int | None = None, quick: bool = False) -> list[Program]:
+def plan(seeds: int, epochs: int | None = None, quick: bool = False) -> list[Program]:
     """Three programs: the faithful variant, and the stated one under Adam
     and under SGD, with every activation (a traced value, like the scheme
     and the rate)."""
-    seeds = seeds or (QUICK_SEEDS if quick else SEEDS)
 
     def setup(length, **kwargs):
         n = epochs or (QUICK_EPOCHS if quick else EPOCHS[length])
@@ -153,39 +154,40 @@ def claim_cells(runs: pd.DataFrame) -> list[dict[str, pd.Series]]:
             cells(norm, scheme(["zeros"])), cells(norm, scheme(["constant_0.5", "constant_1"]))]
 
 
-def claims(frame: pd.DataFrame) -> list[report.Claim]:
+def claims(results: Results) -> list[Claim]:
     """Each claim read at the end of training, and at shorter budgets (`BUDGETS`) as other choices."""
+    frame = results.frame
     main = claim_cells(per_run(frame))
     shorter = {f"budget {b:.0%}": claim_cells(per_run(frame, b)) for b in BUDGETS}
     other = [dict(choices={label: cells[i] for label, cells in shorter.items()}) for i in range(len(main))]
     trained = f"large-sample accuracy scaled to chance = 0, Bayes limit = 1; trains when above {TRAINED}."
     return [
-        report.Claim("S-questions, hypothesis", "Xavier initialization (the TensorFlow default) trains best.",
-                     "none given",
-                     "final large-sample accuracy of Xavier-uniform minus that of the best other scheme "
-                     "(chosen by its mean on the even seeds), paired by seed on the odd seeds; Adam, the "
-                     "original code's optimizer; claimed above 0.",
-                     main[0], 0.0, "above", stats.POINTS, **other[0]),
-        report.Claim("S-questions, hypothesis", "Xavier trains best among the schemes that break symmetry.",
-                     "none given",
-                     "as above, against the best scheme that is not a constant (constant starts keep one distinct "
-                     "unit per layer: the mechanism table); claimed above 0.",
-                     main[1], 0.0, "above", stats.POINTS, **other[1]),
-        report.Claim("S-questions, conclusion", "Low-variance Gaussian initialization trains well, like Xavier.",
-                     "none given",
-                     "final large-sample accuracy of N(0, 0.01^2) minus Xavier-uniform, paired by seed; "
-                     "claimed above -1 point.",
-                     main[2], -0.01, "above", stats.POINTS, **other[2]),
-        report.Claim("S-questions, conclusion", "With a large variance, training slows down.", "none given",
-                     f"epochs to reach test accuracy {REACHED} with the widest Gaussian minus with "
-                     "Xavier-uniform (runs that never reach it count as epochs + 1); Adam; claimed above 0.",
-                     main[3], 0.0, "above", stats.Unit(lambda ci: ci.format(digits=1, unit=" epochs"), 5.0), **other[3]),
-        report.Claim("S-questions, conclusion", "A constant 0 initialization eventually trains.", "none given",
-                     trained, main[4], TRAINED, "above", stats.Unit(lambda ci: ci.format(), 0.05), **other[4]),
-        report.Claim("S-questions, conclusion + hypothesis",
-                     "Other constant initializations do not train (constants train worst).", "none given",
-                     trained + " Claimed below.",
-                     main[5], TRAINED, "below", stats.Unit(lambda ci: ci.format(), 0.05), **other[5]),
+        Claim(source="S-questions, hypothesis", text="Xavier initialization (the TensorFlow default) trains best.",
+              source_number="none given",
+              statistic="final large-sample accuracy of Xavier-uniform minus that of the best other scheme "
+              "(chosen by its mean on the even seeds), paired by seed on the odd seeds; Adam, the "
+              "original code's optimizer; claimed above 0.",
+              cells=main[0], threshold=0.0, claimed="above", unit=stats.POINTS, **other[0]),
+        Claim(source="S-questions, hypothesis", text="Xavier trains best among the schemes that break symmetry.",
+              source_number="none given",
+              statistic="as above, against the best scheme that is not a constant (constant starts keep one distinct "
+              "unit per layer: the mechanism table); claimed above 0.",
+              cells=main[1], threshold=0.0, claimed="above", unit=stats.POINTS, **other[1]),
+        Claim(source="S-questions, conclusion", text="Low-variance Gaussian initialization trains well, like Xavier.",
+              source_number="none given",
+              statistic="final large-sample accuracy of N(0, 0.01^2) minus Xavier-uniform, paired by seed; "
+              "claimed above -1 point.",
+              cells=main[2], threshold=-0.01, claimed="above", unit=stats.POINTS, **other[2]),
+        Claim(source="S-questions, conclusion", text="With a large variance, training slows down.", source_number="none given",
+              statistic=f"epochs to reach test accuracy {REACHED} with the widest Gaussian minus with "
+              "Xavier-uniform (runs that never reach it count as epochs + 1); Adam; claimed above 0.",
+              cells=main[3], threshold=0.0, claimed="above", unit=stats.Unit(lambda ci: ci.format(digits=1, unit=" epochs"), 5.0), **other[3]),
+        Claim(source="S-questions, conclusion", text="A constant 0 initialization eventually trains.", source_number="none given",
+              statistic=trained, cells=main[4], threshold=TRAINED, claimed="above", unit=stats.Unit(lambda ci: ci.format(), 0.05), **other[4]),
+        Claim(source="S-questions, conclusion + hypothesis",
+              text="Other constant initializations do not train (constants train worst).", source_number="none given",
+              statistic=trained + " Claimed below.",
+              cells=main[5], threshold=TRAINED, claimed="below", unit=stats.Unit(lambda ci: ci.format(), 0.05), **other[5]),
     ]
 
 
@@ -205,7 +207,7 @@ def mechanism_table(runs: pd.DataFrame) -> pd.DataFrame:
                         "final_eval_acc": 3})
 
 
-def figures(results: Results) -> list[fig.Figure]:
+def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
     frame = results.frame
     stated = frame[(frame["variant"] == "stated") & (frame["optimizer"] == "adam")]
     faithful = frame[frame["variant"] == "faithful"]
@@ -275,24 +277,23 @@ def figures(results: Results) -> list[fig.Figure]:
                    "the layer's symmetry was never broken.", units, draw_units),
         fig.Figure("spec-curve", "The specification curve: each claim's verdict (a row) as stated, with its "
                    "threshold moved either way by its tolerance, and read at half and three quarters of the "
-                   "budget, which the source never fixed.", report.specification_frame(claims(results.frame)),
+                   "budget, which the source never fixed.", specification_frame(claims),
                    fig.verdict_grid),
     ]
 
 
-def section(results: Results) -> report.Section:
+def section(results: Results, claims: list[Claim]) -> Section:
     runs = per_run(results.frame)
     bayes = runs.groupby("variant")["bayes_acc"].agg(["mean", "min", "max"])
     runs_of_sgd = results.frame[results.frame["optimizer"] == "sgd"]
-    text = report.prose(TEXT, stated_bayes=bayes.loc["stated", "mean"], schemes=len(STATED_SCHEMES),
-                        seeds=runs["seed"].nunique(), sgd_rates=", ".join(f"{lr:g}" for lr in sorted(runs_of_sgd["lr"].unique())),
-                        faithful_bayes_min=bayes.loc["faithful", "min"], faithful_bayes_max=bayes.loc["faithful", "max"],
-                        runs=results.frame[[*CELL, "init", "lr", "seed"]].drop_duplicates().shape[0],
-                        wall_s=results.metadata["wall_time_s"])
-    return report.Section(
-        title=QUESTION, intro=text["intro"], claims=claims(results.frame),
-        tables=[("Per scheme and cell: the selected rate, the norm of each weight matrix's gradient at the "
-                 "initial weights (whole training set; l0 is the input layer; mean over seeds), mean distinct "
-                 "units per hidden layer at the end, fraction of runs that diverged (non-finite loss), mean "
-                 "final large-sample accuracy.", mechanism_table(runs))],
-        notes=text["notes"])
+    fields = dict(stated_bayes=bayes.loc["stated", "mean"], schemes=len(STATED_SCHEMES),
+                  seeds=runs["seed"].nunique(),
+                  sgd_rates=", ".join(f"{lr:g}" for lr in sorted(runs_of_sgd["lr"].unique())),
+                  faithful_bayes_min=bayes.loc["faithful", "min"], faithful_bayes_max=bayes.loc["faithful", "max"],
+                  runs=results.frame[[*CELL, "init", "lr", "seed"]].drop_duplicates().shape[0],
+                  wall_s=results.metadata["wall_time_s"])
+    return Section(fields, [
+        ("Per scheme and cell: the selected rate, the norm of each weight matrix's gradient at the "
+         "initial weights (whole training set; l0 is the input layer; mean over seeds), mean distinct "
+         "units per hidden layer at the end, fraction of runs that diverged (non-finite loss), mean "
+         "final large-sample accuracy.", mechanism_table(runs))])

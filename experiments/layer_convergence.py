@@ -27,8 +27,10 @@ import pandas as pd
 from scipy import stats as sps
 
 from study import figures as fig
-from study import report, stats
+from study import stats
 from study.data import TwoGaussians
+from study.claims import Claim, specification_frame
+from study.question import Section
 from study.results import Results
 from study.runner import Program
 from study.train import Setup, Tracking, log_epochs, stride
@@ -50,10 +52,9 @@ CELL = ["variant", "optimizer", "activation"]
 MOVED, NEAR, SIMILAR = 0.9, 0.1, 0.9  # thresholds of the convergence epochs below
 
 
-def plan(seeds: int | None = None, epochs: int | None = None, quick: bool = False) -> list[Program]:
+def plan(seeds: int, epochs: int | None = None, quick: bool = False) -> list[Program]:
     """Three programs: faithful, and stated with Adam and with SGD (the
     optimizer is static; activations are traced)."""
-    seeds = seeds or (QUICK_SEEDS if quick else SEEDS)
     stated_epochs = epochs or (QUICK_EPOCHS if quick else EPOCHS)
     faithful_epochs = epochs or (QUICK_EPOCHS if quick else FAITHFUL_STEPS // STEPS_PER_RECORD)
 
@@ -170,9 +171,10 @@ def rho_cells(conv: pd.DataFrame, measure: str, optimizer: str, name_first: bool
             for key, g in order.groupby(CELL, sort=False)}
 
 
-def claims(layers: pd.DataFrame) -> list[report.Claim]:
+def claims(results: Results) -> list[Claim]:
     """Per measure and per optimizer (it sets the order), with the verdict
     under the analysis choices of `CHOICES`."""
+    layers = results.tables["layers"]
     conv = convergence(layers)
     choices = {label: choice for options in CHOICES.values() for label, choice in options.items()}
     alternatives = {label: convergence(layers, **choice) for label, choice in choices.items()}  # each once
@@ -181,19 +183,19 @@ def claims(layers: pd.DataFrame) -> list[report.Claim]:
     for measure, how in MEASURES.items():
         for optimizer in conv["optimizer"].unique():
             choices = {label: rho_cells(alternatives[label], measure, optimizer) for label in CHOICES[measure]}
-            out.append(report.Claim(
-                "S-questions, conclusion", f"Later layers converge faster. Measure: {measure}; "
-                f"{OPTIMIZER_NAMES[optimizer]}.", "none given (a plot)",
-                f"Spearman's rho between layer index (0 = input layer) and its convergence epoch, {how}; "
+            out.append(Claim(
+                source="S-questions, conclusion", text=f"Later layers converge faster. Measure: {measure}; "
+                f"{OPTIMIZER_NAMES[optimizer]}.", source_number="none given (a plot)",
+                statistic=f"Spearman's rho between layer index (0 = input layer) and its convergence epoch, {how}; "
                 "per run, then the mean over seeds; the source claims below 0. The layer with the earliest "
-                "mean convergence is named in each cell.", rho_cells(conv, measure, optimizer), 0.0, "below", unit,
+                "mean convergence is named in each cell.", cells=rho_cells(conv, measure, optimizer), threshold=0.0, claimed="below", unit=unit,
                 choices=choices))
     for optimizer in conv["optimizer"].unique():
-        out.append(report.Claim(
-            "Raghu et al. 2017 (SVCCA); Chen et al. 2023", "Representations converge bottom-up: earlier layers "
-            f"first. {OPTIMIZER_NAMES[optimizer]}.", "none comparable",
-            "Spearman's rho of the CKA gap area against layer index; claimed above 0.",
-            rho_cells(conv, "CKA gap area", optimizer, name_first=False), 0.0, "above", unit))
+        out.append(Claim(
+            source="Raghu et al. 2017 (SVCCA); Chen et al. 2023", text="Representations converge bottom-up: earlier layers "
+            f"first. {OPTIMIZER_NAMES[optimizer]}.", source_number="none comparable",
+            statistic="Spearman's rho of the CKA gap area against layer index; claimed above 0.",
+            cells=rho_cells(conv, "CKA gap area", optimizer, name_first=False), threshold=0.0, claimed="above", unit=unit))
     return out
 
 
@@ -243,7 +245,7 @@ def draw_measures(data: pd.DataFrame):
     return f
 
 
-def figures(results: Results) -> list[fig.Figure]:
+def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
     layers, weights = results.tables["layers"], results.tables["weights"]
     conv = convergence(layers)
     norm = normalized_measures(layers)
@@ -282,23 +284,20 @@ def figures(results: Results) -> list[fig.Figure]:
     out.append(fig.Figure("spec-curve", "The specification curve: each claim's verdict (a row) as stated, with "
                           "its threshold moved either way by its tolerance, and under each analysis choice the "
                           "source never fixed (the share of the budget read, each measure's threshold); blank where "
-                          "a claim has no such choice.", report.specification_frame(claims(layers)),
+                          "a claim has no such choice.", specification_frame(claims),
                           fig.verdict_grid))
     return out
 
 
-def section(results: Results) -> report.Section:
+def section(results: Results, claims: list[Claim]) -> Section:
     frame, layers = results.frame, results.tables["layers"]
-    seeds = frame["seed"].nunique()
     order = order_statistic(convergence(layers))
     means = order.groupby(["measure", "optimizer"], sort=False)["rho"].mean().unstack()
     optimizer_order = "; ".join(f"{measure}: " + ", ".join(f"{OPTIMIZER_NAMES[o]} {rho:+.2f}" for o, rho in row.items())
                                 for measure, row in means.iterrows())
-    text = report.prose(TEXT, seeds=seeds, wall_s=results.metadata["wall_time_s"], optimizer_order=optimizer_order,
-                        runs=frame[["variant", "optimizer", "activation", "seed"]].drop_duplicates().shape[0])
-    return report.Section(
-        title=QUESTION, intro=text["intro"], claims=claims(layers),
-        tables=[("Accuracy drop on the large sample (points, mean and 95% CI over seeds) when one layer is "
-                 "reset to its initial weights after training; layer 0 is the input layer.",
-                 reset_table(frame, layers))],
-        notes=text["notes"])
+    fields = dict(seeds=frame["seed"].nunique(), wall_s=results.metadata["wall_time_s"],
+                  optimizer_order=optimizer_order,
+                  runs=frame[["variant", "optimizer", "activation", "seed"]].drop_duplicates().shape[0])
+    return Section(fields, [
+        ("Accuracy drop on the large sample (points, mean and 95% CI over seeds) when one layer is "
+         "reset to its initial weights after training; layer 0 is the input layer.", reset_table(frame, layers))])

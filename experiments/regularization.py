@@ -29,8 +29,10 @@ import numpy as np
 import pandas as pd
 
 from study import figures as fig
-from study import report, stats
+from study import stats
 from study.data import TwoGaussians
+from study.claims import Claim, specification_frame
+from study.question import Section
 from study.results import Results
 from study.runner import Program
 from study.train import Setup, Tracking, stride
@@ -55,9 +57,8 @@ COLLAPSED = 0.05  # a condition whose mean large-sample accuracy is within this 
 CONDITION = ["variant", "regularizer", "strength"]
 
 
-def plan(seeds: int | None = None, epochs: int | None = None, quick: bool = False) -> list[Program]:
+def plan(seeds: int, epochs: int | None = None, quick: bool = False) -> list[Program]:
     """One program per regularizer kind and variant."""
-    seeds = seeds or (QUICK_SEEDS if quick else SEEDS)
 
     def runs(variant, regularizer, strengths, activation):
         labels = [("none" if s == 0 else regularizer, s) for s in strengths]
@@ -153,11 +154,12 @@ def best_versus_none(runs: pd.DataFrame, regularizers, value: str = "eval_acc") 
             for label, gains in versus_none(runs, value, best).items()}
 
 
-def claims(runs: pd.DataFrame) -> list[report.Claim]:
+def claims(results: Results) -> list[Claim]:
     """Accuracy claims are read at the end of training and, for the "helps"
     claims, also with every arm early-stopped on validation (`stopped_acc`),
     since the unregularized network overfits after an early peak; the
     "strongest" L1 is the strongest that has not collapsed to chance."""
+    runs = per_run(results)
     penalties = conditions(runs, ["l1", "l2"])
     strong = strongest(runs, ["l1", "l1_prox"])
     l2 = conditions(runs, ["l2"])
@@ -167,56 +169,56 @@ def claims(runs: pd.DataFrame) -> list[report.Claim]:
     binding = ", ".join(f"bound {b:g}: {share:.0%}" for b, share in binds.items())
     stopped = "both early-stopped at their best validation epoch"
     return [
-        report.Claim("S-questions, conclusion", "Regularization clearly shrinks the weights.", "none given (a plot)",
-                     "mean |w| over all weight matrices at the end, regularized minus unregularized, paired by "
-                     "seed; claimed below 0.",
-                     versus_none(runs, "mean_abs_w", penalties), 0.0, "below", stats.Unit(lambda ci: ci.format(digits=4), 0.002)),
-        report.Claim("S-questions, conclusion", "Strong L1 gives sparse weights.", "none given",
-                     f"fraction of weights under {SMALL:g} in magnitude (percentage points), strongest L1 (penalty "
-                     "and proximal) that has not collapsed to chance minus unregularized; claimed above 0. Exact "
-                     "zeros are in the table below.",
-                     versus_none(runs, "small_frac", strong), 0.0, "above", stats.POINTS),
-        report.Claim("S-questions, conclusion", "Strong L1 gives sparse weights (measured without a fixed scale).",
-                     "none given", "fraction of weights under 5% of their matrix's mean |w| (scale-free: shrinking "
-                     "every weight alike leaves it unchanged), strongest L1 that has not collapsed minus "
-                     "unregularized; claimed above 0.",
-                     versus_none(runs, "rel_small_frac", strong), 0.0, "above", stats.POINTS),
-        report.Claim("S-questions, conclusion", "Strong L1 costs accuracy.", "none given",
-                     "final large-sample accuracy, strongest L1 that has not collapsed minus unregularized; "
-                     "claimed below 0.",
-                     versus_none(runs, "eval_acc", strong), 0.0, "below", stats.POINTS),
-        report.Claim("S-questions, conclusion", "L2 gives smaller weights but no sparsity.", "none given",
-                     f"fraction of weights under {SMALL:g}, L2 minus unregularized; claimed below 5 points.",
-                     versus_none(runs, "small_frac", l2), 0.05, "below", stats.POINTS),
-        report.Claim("S-questions, conclusion", "L2 does no visible harm to accuracy.", "none given",
-                     "final large-sample accuracy, L2 minus unregularized; claimed above -1 point.",
-                     versus_none(runs, "eval_acc", l2), -0.01, "above", stats.POINTS),
-        report.Claim("S-questions, hypothesis", "Mild regularization may raise accuracy.", "none given",
-                     "final large-sample accuracy at the best strength of each kind (chosen by its mean on the "
-                     "even seeds) minus unregularized, on the odd seeds; claimed above 0.",
-                     best_versus_none(runs, ["l1", "l1_prox", "l2"]), 0.0, "above", stats.POINTS),
-        report.Claim("S-questions, hypothesis", "Mild regularization may raise accuracy (against early stopping).",
-                     "none given", f"large-sample accuracy, {stopped}, at the best strength of each kind (chosen "
-                     "by its mean on the even seeds) minus unregularized, on the odd seeds; claimed above 0.",
-                     best_versus_none(runs, ["l1", "l1_prox", "l2"], "stopped_acc"), 0.0, "above", stats.POINTS),
-        report.Claim("S-tricks", "Dropout of 20-50% on hidden units (20% on the input) improves the model.",
-                     "none given", "final large-sample accuracy, dropout minus unregularized; claimed above 0.",
-                     versus_none(runs, "eval_acc", dropout), 0.0, "above", stats.POINTS),
-        report.Claim("S-tricks", "Dropout improves the model (against early stopping).", "none given",
-                     f"large-sample accuracy, {stopped}, dropout minus unregularized; claimed above 0.",
-                     versus_none(runs, "stopped_acc", dropout), 0.0, "above", stats.POINTS),
-        report.Claim("Srivastava et al. 2014", "Dropout reduces overfitting.", "none comparable",
-                     "generalization gap (train minus large-sample accuracy), dropout minus unregularized; "
-                     "claimed below 0.",
-                     versus_none(runs, "gap", conditions(runs, ["dropout"])), 0.0, "below", stats.POINTS),
-        report.Claim("S-tricks", "A max-norm constraint (e.g. 5) on each unit's incoming weights helps.",
-                     "none given", "final large-sample accuracy, max-norm minus unregularized; claimed above 0. "
-                     f"Runs with a unit at the bound at the end ({binding}): where it never binds, the claim "
-                     "tests nothing.",
-                     versus_none(runs, "eval_acc", maxnorm), 0.0, "above", stats.POINTS),
-        report.Claim("S-tricks", "A max-norm constraint helps (against early stopping).", "none given",
-                     f"large-sample accuracy, {stopped}, max-norm minus unregularized; claimed above 0.",
-                     versus_none(runs, "stopped_acc", maxnorm), 0.0, "above", stats.POINTS),
+        Claim(source="S-questions, conclusion", text="Regularization clearly shrinks the weights.", source_number="none given (a plot)",
+              statistic="mean |w| over all weight matrices at the end, regularized minus unregularized, paired by "
+              "seed; claimed below 0.",
+              cells=versus_none(runs, "mean_abs_w", penalties), threshold=0.0, claimed="below", unit=stats.Unit(lambda ci: ci.format(digits=4), 0.002)),
+        Claim(source="S-questions, conclusion", text="Strong L1 gives sparse weights.", source_number="none given",
+              statistic=f"fraction of weights under {SMALL:g} in magnitude (percentage points), strongest L1 (penalty "
+              "and proximal) that has not collapsed to chance minus unregularized; claimed above 0. Exact "
+              "zeros are in the table below.",
+              cells=versus_none(runs, "small_frac", strong), threshold=0.0, claimed="above", unit=stats.POINTS),
+        Claim(source="S-questions, conclusion", text="Strong L1 gives sparse weights (measured without a fixed scale).",
+              source_number="none given", statistic="fraction of weights under 5% of their matrix's mean |w| (scale-free: shrinking "
+              "every weight alike leaves it unchanged), strongest L1 that has not collapsed minus "
+              "unregularized; claimed above 0.",
+              cells=versus_none(runs, "rel_small_frac", strong), threshold=0.0, claimed="above", unit=stats.POINTS),
+        Claim(source="S-questions, conclusion", text="Strong L1 costs accuracy.", source_number="none given",
+              statistic="final large-sample accuracy, strongest L1 that has not collapsed minus unregularized; "
+              "claimed below 0.",
+              cells=versus_none(runs, "eval_acc", strong), threshold=0.0, claimed="below", unit=stats.POINTS),
+        Claim(source="S-questions, conclusion", text="L2 gives smaller weights but no sparsity.", source_number="none given",
+              statistic=f"fraction of weights under {SMALL:g}, L2 minus unregularized; claimed below 5 points.",
+              cells=versus_none(runs, "small_frac", l2), threshold=0.05, claimed="below", unit=stats.POINTS),
+        Claim(source="S-questions, conclusion", text="L2 does no visible harm to accuracy.", source_number="none given",
+              statistic="final large-sample accuracy, L2 minus unregularized; claimed above -1 point.",
+              cells=versus_none(runs, "eval_acc", l2), threshold=-0.01, claimed="above", unit=stats.POINTS),
+        Claim(source="S-questions, hypothesis", text="Mild regularization may raise accuracy.", source_number="none given",
+              statistic="final large-sample accuracy at the best strength of each kind (chosen by its mean on the "
+              "even seeds) minus unregularized, on the odd seeds; claimed above 0.",
+              cells=best_versus_none(runs, ["l1", "l1_prox", "l2"]), threshold=0.0, claimed="above", unit=stats.POINTS),
+        Claim(source="S-questions, hypothesis", text="Mild regularization may raise accuracy (against early stopping).",
+              source_number="none given", statistic=f"large-sample accuracy, {stopped}, at the best strength of each kind (chosen "
+              "by its mean on the even seeds) minus unregularized, on the odd seeds; claimed above 0.",
+              cells=best_versus_none(runs, ["l1", "l1_prox", "l2"], "stopped_acc"), threshold=0.0, claimed="above", unit=stats.POINTS),
+        Claim(source="S-tricks", text="Dropout of 20-50% on hidden units (20% on the input) improves the model.",
+              source_number="none given", statistic="final large-sample accuracy, dropout minus unregularized; claimed above 0.",
+              cells=versus_none(runs, "eval_acc", dropout), threshold=0.0, claimed="above", unit=stats.POINTS),
+        Claim(source="S-tricks", text="Dropout improves the model (against early stopping).", source_number="none given",
+              statistic=f"large-sample accuracy, {stopped}, dropout minus unregularized; claimed above 0.",
+              cells=versus_none(runs, "stopped_acc", dropout), threshold=0.0, claimed="above", unit=stats.POINTS),
+        Claim(source="Srivastava et al. 2014", text="Dropout reduces overfitting.", source_number="none comparable",
+              statistic="generalization gap (train minus large-sample accuracy), dropout minus unregularized; "
+              "claimed below 0.",
+              cells=versus_none(runs, "gap", conditions(runs, ["dropout"])), threshold=0.0, claimed="below", unit=stats.POINTS),
+        Claim(source="S-tricks", text="A max-norm constraint (e.g. 5) on each unit's incoming weights helps.",
+              source_number="none given", statistic="final large-sample accuracy, max-norm minus unregularized; claimed above 0. "
+              f"Runs with a unit at the bound at the end ({binding}): where it never binds, the claim "
+              "tests nothing.",
+              cells=versus_none(runs, "eval_acc", maxnorm), threshold=0.0, claimed="above", unit=stats.POINTS),
+        Claim(source="S-tricks", text="A max-norm constraint helps (against early stopping).", source_number="none given",
+              statistic=f"large-sample accuracy, {stopped}, max-norm minus unregularized; claimed above 0.",
+              cells=versus_none(runs, "stopped_acc", maxnorm), threshold=0.0, claimed="above", unit=stats.POINTS),
     ]
 
 
@@ -228,7 +230,7 @@ def condition_table(runs: pd.DataFrame) -> pd.DataFrame:
     return table.join(collapsed(runs)).reset_index().round(4)
 
 
-def figures(results: Results) -> list[fig.Figure]:
+def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
     runs = per_run(results)
     weights = results.tables["weights"]
     bayes = {v: float(runs.loc[runs["variant"] == v, "bayes_acc"].mean()) for v in runs["variant"].unique()}
@@ -296,7 +298,7 @@ def figures(results: Results) -> list[fig.Figure]:
                           compared, draw_compared))
     out.append(fig.Figure("spec-curve", "The specification curve: each claim's verdict (a row) as stated and "
                           "with its threshold moved either way by its tolerance (the early-stopped readings are "
-                          "claims of their own).", report.specification_frame(claims(runs)), fig.verdict_grid))
+                          "claims of their own).", specification_frame(claims), fig.verdict_grid))
     return out
 
 
@@ -304,17 +306,15 @@ def draw_trajectories(data: pd.DataFrame):
     return fig.trajectories(data, "condition", ylabel="first-layer weight", sharey=True)
 
 
-def section(results: Results) -> report.Section:
+def section(results: Results, claims: list[Claim]) -> Section:
     runs = per_run(results)
     none = runs[(runs["variant"] == "stated") & (runs["regularizer"] == "none")]
-    text = report.prose(TEXT, seeds=runs["seed"].nunique(), runs=len(runs), wall_s=results.metadata["wall_time_s"],
-                        val_every=int(results.frame.loc[results.frame["val_acc"].notna(), "epoch"].min()),
-                        none_best_epoch=f"{none['best_epoch'].median():g}", stated_epochs=int(none["epoch"].max()))
-    return report.Section(
-        title=QUESTION, intro=text["intro"], claims=claims(runs),
-        tables=[("Per condition, means over seeds at the last epoch: mean |w| over all matrices and of the first "
-                 "layer, fraction of weights under 1e-3, under 5% of their matrix's mean |w| and exactly 0, the "
-                 "largest norm of a unit's incoming weights, accuracies (training, 100-point test, large sample, "
-                 "and large sample early-stopped at the best validation epoch, `best_epoch`), the generalization "
-                 "gap, and whether the condition collapsed to chance.", condition_table(runs))],
-        notes=text["notes"])
+    fields = dict(seeds=runs["seed"].nunique(), runs=len(runs), wall_s=results.metadata["wall_time_s"],
+                  val_every=int(results.frame.loc[results.frame["val_acc"].notna(), "epoch"].min()),
+                  none_best_epoch=f"{none['best_epoch'].median():g}", stated_epochs=int(none["epoch"].max()))
+    return Section(fields, [
+        ("Per condition, means over seeds at the last epoch: mean |w| over all matrices and of the first "
+         "layer, fraction of weights under 1e-3, under 5% of their matrix's mean |w| and exactly 0, the "
+         "largest norm of a unit's incoming weights, accuracies (training, 100-point test, large sample, "
+         "and large sample early-stopped at the best validation epoch, `best_epoch`), the generalization "
+         "gap, and whether the condition collapsed to chance.", condition_table(runs))])

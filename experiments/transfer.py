@@ -50,8 +50,10 @@ from pathlib import Path
 import pandas as pd
 
 from study import figures as fig
-from study import report, stats
+from study import stats
 from study.data import Mixture
+from study.claims import Claim, specification_frame
+from study.question import Section
 from study.results import Results
 from study.runner import Program
 from study.train import Setup
@@ -114,12 +116,11 @@ def arms(epochs: int) -> list[dict]:
     return out
 
 
-def plan(seeds: int | None = None, epochs: int | None = None, quick: bool = False) -> list[Program]:
+def plan(seeds: int, epochs: int | None = None, quick: bool = False) -> list[Program]:
     """Two source programs (the MLP, whose weights are kept, and a linear
     classifier), the converged linear probe on the MLP's frozen last hidden
     layer (`probe` table), then one program per strategy shape; sizes,
     similarities, learning rates and seeds are traced."""
-    seeds = seeds or (QUICK_SEEDS if quick else SEEDS)
     epochs = epochs or (QUICK_EPOCHS if quick else EPOCHS)
     if epochs % EVALS:
         raise ValueError(f"{NAME} scores every {EVALS}th of its epochs: the epochs must be a multiple of {EVALS}, "
@@ -308,7 +309,7 @@ def measured(value: float) -> stats.Interval:
     return stats.Interval(float(value), float(value), float(value), 1)
 
 
-def design_checks(results: Results, runs: pd.DataFrame) -> list[report.Claim]:
+def design_checks(results: Results, runs: pd.DataFrame) -> list[Claim]:
     """What makes the comparison fair, each checked on the results."""
     frame, source, probe = results.frame, results.tables["source"], results.tables["probe"]
     sizes, sims = sorted(runs["n_target"].unique()), sorted(runs["similarity"].unique())
@@ -321,48 +322,54 @@ def design_checks(results: Results, runs: pd.DataFrame) -> list[report.Claim]:
     points = stats.Unit(lambda ci: f"{100 * ci.mean:.2f} pt", 0.002)
     check = dict(design_check=True, source="this study", source_number="none")
     return [
-        report.Claim(text="The source task needs the hidden layers.",
-                     statistic="the source MLP's final large-sample accuracy minus a linear classifier's on the raw "
-                               "inputs, paired by seed; claimed above 10 points.",
-                     cells={"source task": final["mlp"] - final["linear"]}, threshold=0.10, claimed="above",
-                     unit=stats.POINTS, **check),
-        report.Claim(text="The feature-extraction head is trained to convergence: it reaches 98% of a converged "
-                          "linear probe on the same features.",
-                     statistic="feature_extraction's final large-sample accuracy over that of an L-BFGS logistic "
-                               "regression on the same frozen features and training prefix, per seed averaged "
-                               "over the similarities, per size; claimed above 0.98.",
-                     cells={f"n = {n}/class": extraction[extraction["n_target"] == n].groupby("seed")["share"].mean()
-                            for n in sizes}, threshold=0.98, claimed="above",
-                     unit=stats.Unit(lambda ci: ci.format(digits=3), 0.01), **check),
-        report.Claim(text="Every selected learning rate lies inside its grid, or where the curve is flat.",
-                     statistic="the share of (arm, cell) choices with a rate on an end of its grid that beats its "
-                               "inner neighbour by more than half a point of mean validation accuracy (the best "
-                               f"rate may lie beyond the grid); measured once over {len(edges)} choices, "
-                               f"{edges['on_end'].sum()} of them on an end; claimed below 10%.",
-                     cells={"all arms and cells": measured(edges["rising"].mean())}, threshold=0.10,
-                     claimed="below", unit=stats.Unit(lambda ci: f"{ci.mean:.0%}", 0.05), **check),
-        report.Claim(text="Every selected arm has converged.",
-                     statistic=f"per arm, the largest change over its cells of the mean validation accuracy over "
-                               f"the last {LAST_SHARE:.0%} of its training (epochs {spans}), each arm at its "
-                               "selected rates; measured once; claimed below half a point.",
-                     cells={arm: measured(part["change"].abs().max()) for arm, part in converged.groupby("arm")},
-                     threshold=CONVERGED, claimed="below", unit=points, **check),
-        report.Claim(text=f"A new head's rate barely matters beside fine-tuned layers, so the arms without a head "
-                          f"grid train it at {HEAD_LR:g}.",
-                     statistic=f"finetune_all's mean validation accuracy at its selected body rate with the best head "
-                               f"rate of its grid minus with the head at {HEAD_LR:g}; the largest over the cells, "
-                               "measured once; claimed below half a point.",
-                     cells={"largest over cells": measured(head_rate_cost(frame).max())}, threshold=CONVERGED,
-                     claimed="below", unit=points, **check),
-        report.Claim(text="Frozen source features are worth less as similarity falls.",
-                     statistic="feature_extraction's final accuracy at similarity 1 minus at similarity 0, paired "
-                               "by seed, per size; claimed above 0.",
-                     cells={f"n = {n}/class": by_seed(runs, n, sims[-1])["feature_extraction"]
-                            - by_seed(runs, n, sims[0])["feature_extraction"] for n in sizes},
-                     threshold=0.0, claimed="above", unit=stats.POINTS, **check)]
+        Claim(text="The source task needs the hidden layers.",
+              statistic="the source MLP's final large-sample accuracy minus a linear classifier's on the raw "
+                        "inputs, paired by seed; claimed above 10 points.",
+              cells={"source task": final["mlp"] - final["linear"]}, threshold=0.10, claimed="above",
+              unit=stats.POINTS, **check),
+        Claim(text="The feature-extraction head is trained to convergence: it reaches 98% of a converged "
+                   "linear probe on the same features.",
+              statistic="feature_extraction's final large-sample accuracy over that of an L-BFGS logistic "
+                        "regression on the same frozen features and training prefix, per seed averaged "
+                        "over the similarities, per size; claimed above 0.98.",
+              cells={f"n = {n}/class": extraction[extraction["n_target"] == n].groupby("seed")["share"].mean()
+                     for n in sizes}, threshold=0.98, claimed="above",
+              unit=stats.Unit(lambda ci: ci.format(digits=3), 0.01), **check),
+        Claim(text="Every selected learning rate lies inside its grid, or where the curve is flat.",
+              statistic="the share of (arm, cell) choices with a rate on an end of its grid that beats its "
+                        "inner neighbour by more than half a point of mean validation accuracy (the best "
+                        f"rate may lie beyond the grid); measured once over {len(edges)} choices, "
+                        f"{edges['on_end'].sum()} of them on an end; claimed below 10%.",
+              cells={"all arms and cells": measured(edges["rising"].mean())}, threshold=0.10,
+              claimed="below", unit=stats.Unit(lambda ci: f"{ci.mean:.0%}", 0.05), **check),
+        Claim(text="Every selected arm has converged.",
+              statistic=f"per arm, the largest change over its cells of the mean validation accuracy over "
+                        f"the last {LAST_SHARE:.0%} of its training (epochs {spans}), each arm at its "
+                        "selected rates; measured once; claimed below half a point.",
+              cells={arm: measured(part["change"].abs().max()) for arm, part in converged.groupby("arm")},
+              threshold=CONVERGED, claimed="below", unit=points, **check),
+        Claim(text=f"A new head's rate barely matters beside fine-tuned layers, so the arms without a head "
+                   f"grid train it at {HEAD_LR:g}.",
+              statistic=f"finetune_all's mean validation accuracy at its selected body rate with the best head "
+                        f"rate of its grid minus with the head at {HEAD_LR:g}; the largest over the cells, "
+                        "measured once; claimed below half a point.",
+              cells={"largest over cells": measured(head_rate_cost(frame).max())}, threshold=CONVERGED,
+              claimed="below", unit=points, **check),
+        Claim(text="Frozen source features are worth less as similarity falls.",
+              statistic="feature_extraction's final accuracy at similarity 1 minus at similarity 0, paired "
+                        "by seed, per size; claimed above 0.",
+              cells={f"n = {n}/class": by_seed(runs, n, sims[-1])["feature_extraction"]
+                     - by_seed(runs, n, sims[0])["feature_extraction"] for n in sizes},
+              threshold=0.0, claimed="above", unit=stats.POINTS, **check)]
 
 
-def claims(frame: pd.DataFrame, runs: pd.DataFrame) -> list[report.Claim]:
+def claims(results: Results) -> list[Claim]:
+    """The design checks, then the sources' claims."""
+    runs = per_run(results.frame)
+    return design_checks(results, runs) + source_claims(results.frame, runs)
+
+
+def source_claims(frame: pd.DataFrame, runs: pd.DataFrame) -> list[Claim]:
     """The sources' claims, each arm at its rates chosen on validation. S-tfjs's
     first-epoch claims are about the speed of learning; every other one is
     about the end point, after a budget every selected arm converges in."""
@@ -379,54 +386,54 @@ def claims(frame: pd.DataFrame, runs: pd.DataFrame) -> list[report.Claim]:
     end = "End point:"
     out = []
     for (size, sim), arm, words in advice:
-        out.append(report.Claim("S-questions", f"{size.capitalize()} and {sim} target: {words}.", "none given",
-                                f"{end} final large-sample accuracy of {arm} minus the best other strategy in the "
-                                "cell (chosen by its mean on the even seeds), paired by seed on the odd seeds; "
-                                "claimed above 0.", versus(runs, arm, None, scenarios[(size, sim)]), 0.0, "above",
-                                stats.POINTS))
+        out.append(Claim(source="S-questions", text=f"{size.capitalize()} and {sim} target: {words}.", source_number="none given",
+                         statistic=f"{end} final large-sample accuracy of {arm} minus the best other strategy in the "
+                         "cell (chosen by its mean on the even seeds), paired by seed on the odd seeds; "
+                         "claimed above 0.", cells=versus(runs, arm, None, scenarios[(size, sim)]), threshold=0.0, claimed="above",
+                         unit=stats.POINTS))
     out += [
-        report.Claim("S-questions", "Large and dissimilar: fine-tuning often still helps over training from scratch.",
-                     "none given", f"{end} final accuracy of finetune_all minus scratch; claimed above 0.",
-                     versus(runs, NO_FREEZE, "scratch", scenarios[("large", "dissimilar")]), 0.0, "above",
-                     stats.POINTS),
-        report.Claim("this study", "Pretrained features beat random ones of the same shape.", "none",
-                     f"{end} final accuracy of feature_extraction minus random_features (a new head on a frozen "
-                     "random body); claimed above 0.",
-                     versus(runs, "feature_extraction", "random_features", corners), 0.0, "above", stats.POINTS),
-        report.Claim("S-questions, S-tricks", "Fine-tune pretrained weights with a small learning rate.", "none given",
-                     f"{end} final accuracy of finetune_all with the pretrained layers at {BODY_RATES[0]:g} minus at "
-                     f"{BODY_RATES[-1]:g}, each with its head rate chosen on validation; claimed above 0.",
-                     versus(rates, small, large, corners), 0.0, "above", stats.POINTS),
-        report.Claim("S-tricks", "Leave the first layers alone (freeze them).", "none given",
-                     f"{end} final accuracy with the first layer frozen (finetune_top k={LAYERS - 1}) minus with "
-                     "none frozen (finetune_all); claimed above 0.",
-                     versus(runs, f"finetune_top k={LAYERS - 1}", NO_FREEZE, corners), 0.0, "above", stats.POINTS),
-        report.Claim("S-tfjs", "Freezing the feature layers lowers the loss after the first epoch.", "0.27 vs 0.37",
-                     f"Speed of learning: mean minibatch loss of the first epoch (40 steps), frozen ({FROZEN}) minus "
-                     f"not frozen ({NO_FREEZE}), at the largest size; claimed below 0.",
-                     versus(runs, FROZEN, NO_FREEZE, largest, value="first_train_loss"), 0.0, "below",
-                     stats.Unit(lambda ci: ci.format(digits=3), 0.02)),
-        report.Claim("S-tfjs", "Freezing raises the accuracy after the first epoch.", "0.91 vs 0.87",
-                     "Speed of learning: test-split accuracy after the first epoch, frozen minus not frozen; "
-                     "claimed above 0.",
-                     versus(runs, FROZEN, NO_FREEZE, largest, value="first_test_acc"), 0.0, "above", stats.POINTS),
-        report.Claim("S-tfjs", "Freezing gives a higher final accuracy.", "about 0.968 vs 0.945",
-                     f"{end} final large-sample accuracy, frozen minus not frozen; claimed above 0.",
-                     versus(runs, FROZEN, NO_FREEZE, largest), 0.0, "above", stats.POINTS),
-        report.Claim("S-tfjs", "Training without freezing takes about twice as long.", "about 60 s vs 30 s",
-                     "training time per step of the whole program (evaluation included), not frozen over "
-                     "frozen; one timing per program, so the interval is the ratio itself; claimed above 1.5.",
-                     step_ratio(runs, NO_FREEZE, FROZEN), 1.5, "above", stats.Unit(lambda ci: f"{ci.mean:.2f}x", 0.25)),
-        report.Claim("S-finetune", "Training the head first, then the top block with a very small rate, beats "
-                     "feature extraction.", "93% validation accuracy",
-                     f"{end} final accuracy of staged (its block's rate chosen on validation from "
-                     f"{', '.join(f'{r:g}' for r in STAGED_RATES)}: S-finetune's very small rates never won on "
-                     "validation in the pilot runs) minus feature_extraction; claimed above 0.",
-                     versus(runs, "staged", "feature_extraction", corners), 0.0, "above", stats.POINTS),
-        report.Claim("S-tricks", "An output layer wider than the class count helps.", "none given",
-                     f"{end} final accuracy of wide_head ({WIDE} outputs for {TARGET_TASK.classes} classes) minus "
-                     "finetune_all; claimed above 0.",
-                     versus(runs, "wide_head", NO_FREEZE, corners), 0.0, "above", stats.POINTS),
+        Claim(source="S-questions", text="Large and dissimilar: fine-tuning often still helps over training from scratch.",
+              source_number="none given", statistic=f"{end} final accuracy of finetune_all minus scratch; claimed above 0.",
+              cells=versus(runs, NO_FREEZE, "scratch", scenarios[("large", "dissimilar")]), threshold=0.0, claimed="above",
+              unit=stats.POINTS),
+        Claim(source="this study", text="Pretrained features beat random ones of the same shape.", source_number="none",
+              statistic=f"{end} final accuracy of feature_extraction minus random_features (a new head on a frozen "
+              "random body); claimed above 0.",
+              cells=versus(runs, "feature_extraction", "random_features", corners), threshold=0.0, claimed="above", unit=stats.POINTS),
+        Claim(source="S-questions, S-tricks", text="Fine-tune pretrained weights with a small learning rate.", source_number="none given",
+              statistic=f"{end} final accuracy of finetune_all with the pretrained layers at {BODY_RATES[0]:g} minus at "
+              f"{BODY_RATES[-1]:g}, each with its head rate chosen on validation; claimed above 0.",
+              cells=versus(rates, small, large, corners), threshold=0.0, claimed="above", unit=stats.POINTS),
+        Claim(source="S-tricks", text="Leave the first layers alone (freeze them).", source_number="none given",
+              statistic=f"{end} final accuracy with the first layer frozen (finetune_top k={LAYERS - 1}) minus with "
+              "none frozen (finetune_all); claimed above 0.",
+              cells=versus(runs, f"finetune_top k={LAYERS - 1}", NO_FREEZE, corners), threshold=0.0, claimed="above", unit=stats.POINTS),
+        Claim(source="S-tfjs", text="Freezing the feature layers lowers the loss after the first epoch.", source_number="0.27 vs 0.37",
+              statistic=f"Speed of learning: mean minibatch loss of the first epoch (40 steps), frozen ({FROZEN}) minus "
+              f"not frozen ({NO_FREEZE}), at the largest size; claimed below 0.",
+              cells=versus(runs, FROZEN, NO_FREEZE, largest, value="first_train_loss"), threshold=0.0, claimed="below",
+              unit=stats.Unit(lambda ci: ci.format(digits=3), 0.02)),
+        Claim(source="S-tfjs", text="Freezing raises the accuracy after the first epoch.", source_number="0.91 vs 0.87",
+              statistic="Speed of learning: test-split accuracy after the first epoch, frozen minus not frozen; "
+              "claimed above 0.",
+              cells=versus(runs, FROZEN, NO_FREEZE, largest, value="first_test_acc"), threshold=0.0, claimed="above", unit=stats.POINTS),
+        Claim(source="S-tfjs", text="Freezing gives a higher final accuracy.", source_number="about 0.968 vs 0.945",
+              statistic=f"{end} final large-sample accuracy, frozen minus not frozen; claimed above 0.",
+              cells=versus(runs, FROZEN, NO_FREEZE, largest), threshold=0.0, claimed="above", unit=stats.POINTS),
+        Claim(source="S-tfjs", text="Training without freezing takes about twice as long.", source_number="about 60 s vs 30 s",
+              statistic="training time per step of the whole program (evaluation included), not frozen over "
+              "frozen; one timing per program, so the interval is the ratio itself; claimed above 1.5.",
+              cells=step_ratio(runs, NO_FREEZE, FROZEN), threshold=1.5, claimed="above", unit=stats.Unit(lambda ci: f"{ci.mean:.2f}x", 0.25)),
+        Claim(source="S-finetune", text="Training the head first, then the top block with a very small rate, beats "
+              "feature extraction.", source_number="93% validation accuracy",
+              statistic=f"{end} final accuracy of staged (its block's rate chosen on validation from "
+              f"{', '.join(f'{r:g}' for r in STAGED_RATES)}: S-finetune's very small rates never won on "
+              "validation in the pilot runs) minus feature_extraction; claimed above 0.",
+              cells=versus(runs, "staged", "feature_extraction", corners), threshold=0.0, claimed="above", unit=stats.POINTS),
+        Claim(source="S-tricks", text="An output layer wider than the class count helps.", source_number="none given",
+              statistic=f"{end} final accuracy of wide_head ({WIDE} outputs for {TARGET_TASK.classes} classes) minus "
+              "finetune_all; claimed above 0.",
+              cells=versus(runs, "wide_head", NO_FREEZE, corners), threshold=0.0, claimed="above", unit=stats.POINTS),
     ]
     return out
 
@@ -486,7 +493,7 @@ def draw_rate_curves(data: pd.DataFrame):
     return fig.facets(data, "cell", panel, ylabel="mean final validation accuracy", width=4.6)
 
 
-def figures(results: Results) -> list[fig.Figure]:
+def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
     frame = results.frame
     runs = per_run(frame)
     sizes, sims = picked_sizes(runs), sorted(runs["similarity"].unique())
@@ -570,7 +577,7 @@ def scenario_notes(phase: pd.DataFrame, runs: pd.DataFrame) -> str:
     return "**The four scenarios on the phase diagram.**\n\n" + "\n".join(lines) + "\n"
 
 
-def section(results: Results) -> report.Section:
+def section(results: Results, claims: list[Claim]) -> Section:
     runs = per_run(results.frame)
     source = stats.at_last_epoch(results.tables["source"], ["model", "seed"])
     accuracy = {m: stats.points(stats.mean_ci(g["eval_acc"])).replace(" pt", "%") for m, g in source.groupby("model")}
@@ -590,23 +597,20 @@ def section(results: Results) -> report.Section:
     model = transfer_model(results)
     times = runs.groupby("arm")["step_time_s"].first()
     programs = [p for p in results.metadata["programs"] if p["label"] not in ("source mlp", "source linear")]
-    text = report.prose(TEXT, hidden=HIDDEN, source_classes=SOURCE_TASK.classes, source_clusters=SOURCE_TASK.clusters,
-                        mlp_accuracy=accuracy["mlp"], linear_accuracy=accuracy["linear"], bayes=bayes,
-                        target_classes=TARGET_TASK.classes, steps=steps, batch=target["batch_size"],
-                        seeds=runs["seed"].nunique(), runs=sum(p["runs"] for p in programs),
-                        wall_s=results.metadata["wall_time_s"],
-                        compile_share=sum(p["compile_s"] for p in results.metadata["programs"])
-                        / results.metadata["wall_time_s"],
-                        scenarios=scenario_notes(phase, runs), frozen_k=FROZEN_K, layers=LAYERS,
-                        flop_share=step_flops(model, FROZEN_K) / step_flops(model, LAYERS),
-                        time_share=times[FROZEN] / times[NO_FREEZE], head_lr=HEAD_LR)
-    return report.Section(
-        title=QUESTION, intro=text["intro"],
-        claims=design_checks(results, runs) + claims(results.frame, runs),
-        tables=[("The phase diagram: per target size (examples per class) and similarity, the best strategy by "
-                 "mean final large-sample accuracy on the even seeds, the runner-up, and their paired margin on the "
-                 "odd seeds [95% bootstrap CI].", table),
-                ("The rates selected on validation per arm: over how many cells, how many of them on an end of the "
-                 "arm's grid and how many of those beat their inner neighbour by more than half a point, and the "
-                 "distinct body (or only) and head rates chosen.", chosen.reset_index())],
-        notes=text["notes"])
+    fields = dict(hidden=HIDDEN, source_classes=SOURCE_TASK.classes, source_clusters=SOURCE_TASK.clusters,
+                  mlp_accuracy=accuracy["mlp"], linear_accuracy=accuracy["linear"], bayes=bayes,
+                  target_classes=TARGET_TASK.classes, steps=steps, batch=target["batch_size"],
+                  seeds=runs["seed"].nunique(), runs=sum(p["runs"] for p in programs),
+                  wall_s=results.metadata["wall_time_s"],
+                  compile_share=sum(p["compile_s"] for p in results.metadata["programs"])
+                  / results.metadata["wall_time_s"],
+                  scenarios=scenario_notes(phase, runs), frozen_k=FROZEN_K, layers=LAYERS,
+                  flop_share=step_flops(model, FROZEN_K) / step_flops(model, LAYERS),
+                  time_share=times[FROZEN] / times[NO_FREEZE], head_lr=HEAD_LR)
+    return Section(fields, [
+        ("The phase diagram: per target size (examples per class) and similarity, the best strategy by "
+         "mean final large-sample accuracy on the even seeds, the runner-up, and their paired margin on the "
+         "odd seeds [95% bootstrap CI].", table),
+        ("The rates selected on validation per arm: over how many cells, how many of them on an end of the "
+         "arm's grid and how many of those beat their inner neighbour by more than half a point, and the "
+         "distinct body (or only) and head rates chosen.", chosen.reset_index())])

@@ -19,13 +19,13 @@ def run(name: str, seeds: int | None = None, epochs: int | None = None, quick: b
     """Train experiment `name` (its default grid, or `seeds`/`epochs`/`quick`) and return its Results."""
     from study import registry, runner
 
-    programs = registry.get(name).plan(seeds=seeds, epochs=epochs, quick=quick)
-    config = {"seeds": int(programs[0].runs["seed"].nunique()), "epochs": epochs, "quick": quick}
-    return runner.run(name, programs, config)
+    question = registry.get(name)
+    return runner.run(name, question.plan(seeds, epochs, quick), question.config(seeds, epochs, quick))
 
 
 def draw(name: str, results) -> dict:
     """Experiment `name`'s figures of `results`, drawn but not saved: name -> matplotlib Figure."""
     from study import registry
 
-    return {f.name: f.draw(f.data) for f in registry.get(name).figures(results)}
+    question = registry.get(name)
+    return {f.name: f.draw(f.data) for f in question.figures(results, question.claims(results))}

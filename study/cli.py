@@ -1,4 +1,4 @@
-"""The `study` command: list, run, figures, report, all, bench.
+"""The `study` command: list, run, figures, report, all, verify, bench.
 
 Bad input is one line on stderr and exit status 2, before anything is
 written; every output file is written atomically.
@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 import matplotlib
 
-from study import bench, devices, figures, registry, report, results, runner, train
+from study import bench, claims, devices, figures, registry, report, results, runner, train
 
 
 DIST = "dl-details-study"
@@ -45,8 +45,8 @@ log = runner.log
 
 
 def cmd_list(args) -> None:
-    for name, module in registry.experiments().items():
-        print(f"{name}\t{module.QUESTION}")
+    for name, question in registry.experiments().items():
+        print(f"{name}\t{question.question}")
 
 
 MAX_RUN_EPOCHS = 50_000_000  # rows of a main results file (runs x epochs): about 2 GB of parquet
@@ -57,15 +57,14 @@ def plans(args) -> list[tuple]:
     option its grid cannot take, a grid over MAX_RUN_EPOCHS, or an `--out`
     that cannot be written is a UsageError."""
     out = []
-    for module in registry.select(args.name):
+    for question in registry.select(args.name):
         try:
-            per_seed = sum(len(p.runs) * p.setup.epochs for p in module.plan(seeds=1, epochs=args.epochs,
-                                                                               quick=args.quick))
-            seeds = args.seeds or (module.QUICK_SEEDS if args.quick else module.SEEDS)
+            per_seed = sum(len(p.runs) * p.setup.epochs for p in question.plan(1, args.epochs, args.quick))
+            seeds = question.seeds_for(args.seeds, args.quick)
             if per_seed * seeds > MAX_RUN_EPOCHS:
-                raise ValueError(f"{module.NAME} with {seeds} seeds would train {per_seed * seeds:,} run-epochs; "
+                raise ValueError(f"{question.name} with {seeds} seeds would train {per_seed * seeds:,} run-epochs; "
                                  f"the limit is {MAX_RUN_EPOCHS:,}")
-            out.append((module, module.plan(seeds=args.seeds, epochs=args.epochs, quick=args.quick)))
+            out.append((question, question.plan(args.seeds, args.epochs, args.quick)))
         except ValueError as err:  # options the experiment's grid cannot take
             raise UsageError(err) from None
     try:
@@ -78,11 +77,11 @@ def plans(args) -> list[tuple]:
 def cmd_run(args) -> None:
     checked = plans(args)
     devices.configure(distributed=args.distributed)
-    for module, programs in checked:
+    for question, programs in checked:
         start = time.perf_counter()
-        config = {"seeds": int(programs[0].runs["seed"].nunique()), "epochs": args.epochs, "quick": args.quick}
-        res = runner.run(module.NAME, programs, config, progress=log, batch_runs=args.batch_runs)
-        path = results.path_for(args.out, module.NAME)
+        config = question.config(args.seeds, args.epochs, args.quick)
+        res = runner.run(question.name, programs, config, progress=log, batch_runs=args.batch_runs)
+        path = results.path_for(args.out, question.name)
         if jax.process_index() == 0:  # every host holds the gathered results; one writes
             try:
                 results.write(path, res)
@@ -91,59 +90,60 @@ def cmd_run(args) -> None:
                                            "are unchanged") from None
         files = [(path, res.frame)] + [(results.table_path(path, k), f) for k, f in res.tables.items()]
         written = ", ".join(f"{p.name} ({len(f):,} rows)" for p, f in files)
-        log(f"[{module.NAME}] wrote {written} to {path.parent} in {time.perf_counter() - start:.1f} s")
+        log(f"[{question.name}] wrote {written} to {path.parent} in {time.perf_counter() - start:.1f} s")
     hits, misses = devices.cache_counts()
     if devices.cache_dir():
         log(f"compilation cache {devices.cache_dir()}: {hits} programs loaded, {misses} compiled")
 
 
-def load(module, out: Path) -> results.Results:
-    return results.read(results.path_for(out, module.NAME))
+def load(question, out: Path) -> results.Results:
+    return results.read(results.path_for(out, question.name))
 
 
 def cmd_figures(args) -> None:
-    modules = registry.select(args.name)
-    loaded = [(m, load(m, args.out)) for m in modules]  # every file checked before any is drawn
-    for module, res in loaded:
-        drawn = module.figures(res)
-        paths = [p for f in drawn for p in figures.save(f, module.NAME, args.out)]
-        paths.append(figures.save_captions(drawn, module.NAME, args.out))
-        log(f"[{module.NAME}] wrote {len(paths)} figure files to {Path(args.out) / 'figures'}")
+    questions = registry.select(args.name)
+    loaded = [(q, load(q, args.out)) for q in questions]  # every file checked before any is drawn
+    for question, res in loaded:
+        drawn = question.figures(res, question.claims(res))
+        paths = [p for f in drawn for p in figures.save(f, question.name, args.out)]
+        paths.append(figures.save_captions(drawn, question.name, args.out))
+        log(f"[{question.name}] wrote {len(paths)} figure files to {Path(args.out) / 'figures'}")
+
+
+def chapter(number: int, question, out: Path) -> report.Chapter:
+    """A question's part of the report, from its results and figure captions."""
+    res = load(question, out)
+    evaluated = question.claims(res)
+    return report.Chapter(number, question, evaluated, question.section(res, evaluated), res.metadata,
+                          figures.read_captions(question.name, out))
 
 
 def cmd_report(args) -> None:
     """A section per experiment with results; the others are named as missing."""
-    modules = list(registry.experiments().values())
-    present = [m for m in modules if results.path_for(args.out, m.NAME).exists()] or modules[:1]
-    loaded = [(m, load(m, args.out), figures.read_captions(m.NAME, args.out)) for m in present]
-    sections = [(modules.index(m) + 1, m.section(res), res.metadata, captions) for m, res, captions in loaded]
-    missing = [m.NAME for m in modules if m not in present]
-    md = report.render(sections, missing)
-    paths = report.write(md, report.claims_frame([(n, s) for n, s, _, _ in sections]), args.out)
+    questions = list(registry.experiments().values())
+    present = [q for q in questions if results.path_for(args.out, q.name).exists()] or questions[:1]
+    chapters = [chapter(questions.index(q) + 1, q, args.out) for q in present]
+    missing = [q.name for q in questions if q not in present]
+    table = claims.claims_frame([(c.number, c.claims) for c in chapters])
+    paths = report.write(report.render(chapters, missing), table, args.out)
     log(f"wrote {', '.join(map(str, paths))}")
 
 
 def cmd_verify(args) -> int:
     """Rerun one experiment at its committed config and compare: 1 when a
     claim's verdict changed."""
-    module = registry.get(args.name)
-    committed = load(module, args.out)
+    question = registry.get(args.name)
+    committed = load(question, args.out)
     config = committed.metadata["config"]
     devices.configure()
-    programs = module.plan(seeds=config["seeds"], epochs=config["epochs"], quick=config["quick"])
-    rerun = runner.run(module.NAME, programs, config, progress=log)
+    programs = question.plan(config["seeds"], config["epochs"], config["quick"])
+    rerun = runner.run(question.name, programs, config, progress=log)
     for table, column, diff in results.differences(committed, rerun):
-        print(f"{module.NAME}{'-' + table if table else ''}.{column}: largest absolute difference {diff:.3g}")
-    changed, cells = 0, []
-    claims = list(zip(module.section(committed).claims, module.section(rerun).claims))
-    for i, (before, after) in enumerate(claims, 1):
-        if before.result.verdict != after.result.verdict:
-            changed += 1
-            print(f"claim {i} ({before.text}): {before.result.verdict} -> {after.result.verdict}")
-        cells += [f"claim {i}, {a.label}: {a.verdict} -> {b.verdict}"
-                  for a, b in zip(before.result.cells, after.result.cells) if a.verdict != b.verdict]
-    print("\n".join(cells) or "no cell verdict changed")
-    print(f"{len(claims) - changed} of {len(claims)} verdicts unchanged")
+        print(f"{question.name}{'-' + table if table else ''}.{column}: largest absolute difference {diff:.3g}")
+    before = question.claims(committed)
+    changed, cells = claims.changes(before, question.claims(rerun))
+    print("\n".join(changed + (cells or ["no cell verdict changed"])))
+    print(f"{len(before) - len(changed)} of {len(before)} verdicts unchanged")
     return 1 if changed else 0
 
 
@@ -162,7 +162,7 @@ def cmd_bench(args) -> None:
     elif args.workload == "grid":
         bench.grid(registry.get("initialization").plan(**sizes), naive_runs=args.naive_runs)
     elif args.workload == "tracking":
-        plans = {name: module.plan(**sizes) for name, module in registry.experiments().items()}
+        plans = {name: question.plan(**sizes) for name, question in registry.experiments().items()}
         bench.tracking_overhead({name: p for name, p in plans.items() if any(x.setup.tracking for x in p)})
     else:
         programs = registry.get("transfer").plan(quick=True)
@@ -176,8 +176,8 @@ def default_sizes(option: str) -> str:
     """Each experiment's default seeds, or epochs per program, for --help
     (from a one-seed plan: the epochs do not depend on the seeds)."""
     parts = []
-    for name, module in registry.experiments().items():
-        values = [module.SEEDS] if option == "seeds" else [p.setup.epochs for p in module.plan(seeds=1)]
+    for name, question in registry.experiments().items():
+        values = [question.seeds] if option == "seeds" else [p.setup.epochs for p in question.plan(1)]
         parts.append(f"{name} {'/'.join(map(str, dict.fromkeys(values)))}")
     return ", ".join(parts)
 

@@ -164,7 +164,7 @@ VERDICT_COLORS = {"reproduced": "#4daf4a", "contradicted": "#e41a1c", "mixed": "
 
 
 def verdict_grid(data: pd.DataFrame) -> matplotlib.figure.Figure:
-    """A specification curve (`report.specification_frame`): each claim's
+    """A specification curve (`claims.specification_frame`): each claim's
     verdict (a row) under each analysis choice (a column), in fixed colours."""
     grid = data.pivot(index="claim", columns="choice", values="verdict")
     grid = grid.loc[list(dict.fromkeys(data["claim"])), list(dict.fromkeys(data["choice"]))].fillna("not read")

@@ -2,7 +2,8 @@
 
 `study` never imports `experiments`: the installed distribution names them
 in its `study` entry points (see pyproject.toml), each a dict from name to a
-module, so another package can supply its own.
+question (`study.question.Question`) or workload module, so another
+package can supply its own.
 """
 
 from __future__ import annotations
@@ -11,19 +12,21 @@ import functools
 import importlib.metadata
 from types import ModuleType
 
+from study.question import Question
+
 
 class UnknownExperiment(LookupError):
     pass
 
 
 @functools.cache
-def _entry(name: str) -> dict[str, ModuleType]:
+def _entry(name: str) -> dict:
     (point,) = importlib.metadata.entry_points(group="study", name=name)
     return point.load()
 
 
-def experiments() -> dict[str, ModuleType]:
-    """Name -> question module (`NAME`, `QUESTION`, `plan`, `figures`, `section`), in report order."""
+def experiments() -> dict[str, Question]:
+    """Name -> question, in report order."""
     return _entry("experiments")
 
 
@@ -32,12 +35,12 @@ def workloads() -> dict[str, ModuleType]:
     return _entry("workloads")
 
 
-def get(name: str) -> ModuleType:
+def get(name: str) -> Question:
     if name not in experiments():
         raise UnknownExperiment(f"unknown experiment {name!r}; choose from {', '.join(experiments())} or all")
     return experiments()[name]
 
 
-def select(name: str) -> list[ModuleType]:
-    """`all` or one experiment's name -> the modules to act on."""
+def select(name: str) -> list[Question]:
+    """`all` or one experiment's name -> the questions to act on."""
     return list(experiments().values()) if name == "all" else [get(name)]

@@ -1,20 +1,18 @@
-"""The report: a section per question, built from parquet results only.
+"""The report: a section per question, rendered from evaluated claims.
 
-Each experiment turns its frame into a `Section` (claims as specs with
-their cells' per-seed values, tables, figure references); `stats.evaluate`
-turns every claim into intervals and verdicts, and this module renders the
-sections to Markdown, a standalone HTML file with the figures embedded and
-`claims.csv`, one row per claim and cell. Every claim has a citable id,
-`q<question>-claim-<number>`, and an anchor of that name in the HTML.
-Nothing here trains, and nothing is typed by hand: every number comes from
-the results.
+Each question gives its evaluated claims (`study.claims`), the fields of
+its text template and its tables (`study.question.Section`); this module
+only renders them to Markdown, a standalone HTML file with the figures
+embedded and `claims.csv`, one row per claim and cell. Every claim has a
+citable id, `q<question>-claim-<number>`, and an anchor of that name in the
+HTML. Nothing here trains or evaluates, and nothing is typed by hand: every
+number comes from the results.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
-import functools
 import re
 from pathlib import Path
 
@@ -22,59 +20,21 @@ import markdown
 import pandas as pd
 
 from study import stats
+from study.claims import Claim, claim_id, specification_table
+from study.question import Question, Section
 from study.results import ResultsError, atomic_write
 
 
-@dataclasses.dataclass(eq=False)
-class Claim:
-    """A claim as data: what the source says, what we measure, and per cell
-    (label -> per-seed values, paired where two arms are compared; or a
-    `stats.Interval` measured once) the statistic that decides it."""
-
-    source: str
-    text: str
-    source_number: str  # the source's own number, or "none given"
-    statistic: str  # what we measure, and the threshold that decides
-    cells: dict[str, object]
-    threshold: float
-    claimed: str  # "above" or "below" the threshold
-    unit: stats.Unit
-    design_check: bool = False  # a check of the study's own design, not a source's claim
-    # The same statistic under other analysis choices the sources never fixed
-    # (label such as "budget 50%" -> cells): its specification curve.
-    choices: dict[str, dict[str, object]] = dataclasses.field(default_factory=dict)
-
-    @functools.cached_property
-    def result(self) -> stats.Evaluation:
-        return stats.evaluate(self.cells, self.threshold, self.claimed)
-
-    @functools.cached_property
-    def moved(self) -> dict[float, str]:
-        """The verdict at the threshold moved either way by the unit's tolerance."""
-        return stats.robustness(self.result, self.threshold, self.claimed, self.unit.tolerance)
-
-    @functools.cached_property
-    def alternatives(self) -> dict[str, str]:
-        """The verdict under each of `choices`."""
-        return {label: stats.verdict_of(cells, self.threshold, self.claimed) for label, cells in self.choices.items()}
-
-    @property
-    def robust(self) -> str:
-        """"robust" when moving the threshold and every other analysis choice
-        keep the verdict, else "depends on" the ones that change it."""
-        verdict = self.result.verdict
-        changed = (["the threshold"] if set(self.moved.values()) != {verdict} else []) + \
-            [label for label, other in self.alternatives.items() if other != verdict]
-        return "robust" if not changed else "depends on " + ", ".join(changed)
-
-
 @dataclasses.dataclass(frozen=True)
-class Section:
-    title: str
-    intro: str
+class Chapter:
+    """One question's part of the report: all it is rendered from."""
+
+    number: int
+    question: Question
     claims: list[Claim]
-    tables: list[tuple[str, pd.DataFrame]]  # (caption, table)
-    notes: str = ""
+    section: Section
+    metadata: dict  # of its results
+    figures: list[tuple[str, str]]  # (stem, caption)
 
 
 def prose(template: Path, **values) -> dict[str, str]:
@@ -90,10 +50,6 @@ def markdown_table(frame: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
-
-
-def claim_id(question: int, i: int) -> str:
-    return f"q{question}-claim-{i}"
 
 
 def verdict_text(claim: Claim) -> str:
@@ -132,63 +88,16 @@ def moved_text(claim: Claim) -> str:
     return f"{claim.robust} ({', '.join(at)})"
 
 
-def specification_frame(claims: list[Claim]) -> pd.DataFrame:
-    """Per claim and analysis choice (as stated, the threshold moved either
-    way by its tolerance, each of its other choices): the verdict, from the
-    intervals alone. The data of a question's specification-curve figure."""
-    rows = []
-    for i, claim in enumerate(claims, 1):
-        tolerance = claim.unit.tolerance
-        thresholds = {"as stated": claim.threshold, "threshold lower": claim.threshold - tolerance,
-                      "threshold higher": claim.threshold + tolerance}
-        verdicts = {choice: stats.verdict_of(claim.cells, threshold, claim.claimed)
-                    for choice, threshold in thresholds.items()}
-        rows += [{"claim": f"{i}. {claim.text}", "choice": choice, "verdict": verdict}
-                 for choice, verdict in {**verdicts, **claim.alternatives}.items()]
-    return pd.DataFrame(rows)
-
-
-def specification_table(claims: list[Claim]) -> pd.DataFrame | None:
-    """Per claim with other analysis choices: its verdict under each (the
-    specification curve as a table), or None when no claim has any."""
-    if not any(c.choices for c in claims):
-        return None
-    rows = [{"#": i, "claim": c.text, "verdict": c.result.verdict, **c.alternatives}
-            for i, c in enumerate(claims, 1) if c.choices]
-    return pd.DataFrame(rows).fillna("")
-
-
-def claims_frame(sections: list[tuple[int, Section]]) -> pd.DataFrame:
-    """One row per claim and cell of each (question number, section): what a
-    reader cites (`paper/claims.csv`)."""
-    rows = []
-    for question, section in sections:
-        for i, claim in enumerate(section.claims, 1):
-            result = claim.result
-            for cell in result.cells:
-                rows.append({"id": claim_id(question, i), "question": f"Q{question}",
-                             "kind": "design check" if claim.design_check else "claim", "source": claim.source,
-                             "claim": claim.text, "source_number": claim.source_number,
-                             "statistic": claim.statistic, "threshold": claim.threshold,
-                             "claimed": claim.claimed, "cell": cell.label, "estimate": cell.interval.mean,
-                             "lo": cell.interval.lo, "hi": cell.interval.hi, "level": result.level,
-                             "n": cell.interval.n, "cell_verdict": cell.verdict, "verdict": result.verdict,
-                             "stability": result.stability, "fragile": result.fragile,
-                             "robustness": claim.robust,
-                             "other_choices": "; ".join(f"{k}: {v}" for k, v in claim.alternatives.items()),
-                             **{f"verdict_at_{side}": v for side, v in zip(("lower", "upper"), claim.moved.values())}})
-    return pd.DataFrame(rows)
-
-
-def summary(sections: list[tuple[int, Section]]) -> str:
+def summary(chapters: list[Chapter]) -> str:
     """Verdict counts per question, the fragile verdicts named, and how many verdicts are robust."""
     rows = []
-    for question, section in sections:
-        verdicts = [c.result.verdict for c in section.claims]
-        fragile = [f"[{i}](#{claim_id(question, i)})" for i, c in enumerate(section.claims, 1) if c.result.fragile]
-        rows.append({"question": f"[Q{question}. {section.title}](#q{question})",
+    for chapter in chapters:
+        number, claims = chapter.number, chapter.claims
+        verdicts = [c.result.verdict for c in claims]
+        fragile = [f"[{i}](#{claim_id(number, i)})" for i, c in enumerate(claims, 1) if c.result.fragile]
+        rows.append({"question": f"[Q{number}. {chapter.question.question}](#q{number})",
                      **{v: verdicts.count(v) for v in stats.VERDICTS}, "fragile": ", ".join(fragile) or "none",
-                     "robust": sum(c.robust == "robust" for c in section.claims)})
+                     "robust": sum(c.robust == "robust" for c in claims)})
     return markdown_table(pd.DataFrame(rows))
 
 
@@ -221,39 +130,39 @@ def provenance(metadata: dict) -> str:
             f"{versions}.")
 
 
-def render_section(number: int, section: Section, metadata: dict, figures: list[tuple[str, str]]) -> str:
-    parts = [f'<a id="q{number}"></a>\n\n## Q{number}. {section.title}\n', section.intro,
-             "\n### Claims and verdicts\n", claims_table(number, section.claims), ""]
-    spec = specification_table(section.claims)
+def render_section(chapter: Chapter) -> str:
+    number, claims = chapter.number, chapter.claims
+    text = prose(chapter.question.text, **chapter.section.fields)
+    parts = [f'<a id="q{number}"></a>\n\n## Q{number}. {chapter.question.question}\n', text["intro"],
+             "\n### Claims and verdicts\n", claims_table(number, claims), ""]
+    spec = specification_table(claims)
     if spec is not None:
         parts.append("**Specification curve.** Each claim's verdict under the analysis choices the sources never "
                      f"fixed (budget, thresholds, measures), beside its verdict as stated:\n\n{markdown_table(spec)}\n")
-    parts += [claim_detail(number, i, c) for i, c in enumerate(section.claims, 1)]
-    for stem, caption in figures:
+    parts += [claim_detail(number, i, c) for i, c in enumerate(claims, 1)]
+    for stem, caption in chapter.figures:
         parts.append(f"![{caption}](../figures/{stem}.png)\n\n*Figure {stem}: {caption}*\n")
-    for caption, table in section.tables:
+    for caption, table in chapter.section.tables:
         parts.append(f"{caption}\n\n{markdown_table(table)}\n")
-    if section.notes:
-        parts.append(section.notes)
+    if text.get("notes"):
+        parts.append(text["notes"])
+    metadata = chapter.metadata
     parts += ["### Model\n", model_table(metadata), "### Provenance\n", provenance(metadata), ""]
     return "\n".join(parts)
 
 
-def render(sections: list[tuple[int, Section, dict, list[tuple[str, str]]]], missing: list[str] = ()) -> str:
-    """Markdown from (question number, section, its results' metadata, its
-    figures' stems and captions) per question; `missing` names experiments
-    without results."""
+def render(chapters: list[Chapter], missing: list[str] = ()) -> str:
+    """Markdown of every chapter; `missing` names experiments without results."""
     head = ("# Deep-learning details, re-measured\n\n"
             "Each claim of the sources stands beside our measurement, its confidence "
             "interval over seeds and a verdict. Generated by `study report` from the parquet "
             "files in `results/`; no number here is typed by hand. Every claim and cell is also "
             "in `claims.csv`; link a claim as `report.html#q4-claim-10`.\n\n"
             "[TOC]\n\n## Verdicts at a glance\n\n"
-            f"{summary([(n, s) for n, s, _, _ in sections])}\n\n**Verdict rule.** {stats.VERDICT_RULE}\n")
+            f"{summary(chapters)}\n\n**Verdict rule.** {stats.VERDICT_RULE}\n")
     if missing:
         head += f"\n**Not in this report** (no results yet; `study run NAME`): {', '.join(missing)}.\n"
-    body = [render_section(*section) for section in sections]
-    return "\n".join([head, *body])
+    return "\n".join([head, *map(render_section, chapters)])
 
 
 def to_html(md: str, base: Path) -> str:

@@ -12,10 +12,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_committed_figures_and_report_regenerate_unchanged(tmp_path):
     regenerated = {}
-    for module in registry.experiments().values():
-        drawn = module.figures(cli.load(module, ROOT))
-        regenerated.update({f"{module.NAME}-{figure.name}.csv": figures.csv_text(figure) for figure in drawn})
-        assert figures.read_captions(module.NAME, ROOT) == [(f"{module.NAME}-{f.name}", f.caption) for f in drawn]
+    for question in registry.experiments().values():
+        res = cli.load(question, ROOT)
+        drawn = question.figures(res, question.claims(res))
+        regenerated.update({f"{question.name}-{figure.name}.csv": figures.csv_text(figure) for figure in drawn})
+        assert figures.read_captions(question.name, ROOT) == [(f"{question.name}-{f.name}", f.caption) for f in drawn]
     committed = {path.name: path.read_text() for path in (ROOT / "figures").glob("*.csv")}
     assert committed and sorted(committed) == sorted(regenerated)
     for name, text in committed.items():

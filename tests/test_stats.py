@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from experiments import transfer
-from study import report, stats
+from study import claims, stats
 from study.stats import Interval, at_last_epoch, cell_verdict, mean_ci, overall_verdict, summarize
 
 T_975_3 = 3.182446305284263  # Student-t 97.5% quantile, 3 degrees of freedom
@@ -216,15 +216,16 @@ def test_a_verdict_that_another_analysis_choice_flips_is_labelled_by_that_choice
     specification curve); the label names the choices that change it and
     the specification table lists every verdict."""
     above, straddles = np.array([0.30, 0.32, 0.31, 0.29]), np.array([-0.2, 0.3, -0.1, 0.25])
-    claim = report.Claim("source", "claim", "none", "statistic", {"cell": above}, 0.0, "above", stats.POINTS,
+    spec = dict(source="source", source_number="none", statistic="statistic", threshold=0.0, claimed="above",
+                unit=stats.POINTS)
+    claim = claims.Claim(text="claim", cells={"cell": above}, **spec,
                          choices={"budget 50%": {"cell": straddles}, "budget 75%": {"cell": above}})
     assert claim.result.verdict == "reproduced"
     assert claim.alternatives == {"budget 50%": "inconclusive", "budget 75%": "reproduced"}
     assert claim.robust == "depends on budget 50%"
-    table = report.specification_table([claim, report.Claim("s", "plain", "none", "x", {"cell": above}, 0.0, "above",
-                                                            stats.POINTS)])
+    table = claims.specification_table([claim, claims.Claim(text="plain", cells={"cell": above}, **spec)])
     assert table.to_dict("records") == [{"#": 1, "claim": "claim", "verdict": "reproduced",
                                          "budget 50%": "inconclusive", "budget 75%": "reproduced"}]
-    curve = report.specification_frame([claim]).set_index("choice")["verdict"].to_dict()
+    curve = claims.specification_frame([claim]).set_index("choice")["verdict"].to_dict()
     assert curve == {"as stated": "reproduced", "threshold lower": "reproduced", "threshold higher": "reproduced",
                      "budget 50%": "inconclusive", "budget 75%": "reproduced"}

@@ -1,0 +1,71 @@
+"""The contract a question module fulfils, as a type checked when it is loaded.
+
+A question module (see `experiments/`) defines
+
+- `NAME`, `QUESTION` (one line), `TEXT` (its report prose: a Markdown
+  template, see `report.prose`), `SEEDS` and `QUICK_SEEDS`;
+- `plan(seeds, epochs, quick)`: its grid as `runner.Program`s, for a
+  number of seeds already chosen (`Question.plan` fills in the defaults);
+- `claims(results)`: its `claims.Claim`s, read from a `results.Results`;
+- `figures(results, claims)`: its `figures.Figure`s;
+- `section(results, claims)`: a `Section`, the fields its template needs
+  and the tables the report shows.
+
+Everything after `plan` reads results only, so figures and the report
+never train.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pandas as pd
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """What a question adds to its claims in the report."""
+
+    fields: dict[str, object]  # the values its Markdown template's {fields} take
+    tables: list[tuple[str, pd.DataFrame]] = dataclasses.field(default_factory=list)  # (caption, table)
+
+
+REQUIRED = {"NAME": str, "QUESTION": str, "TEXT": Path, "SEEDS": int, "QUICK_SEEDS": int, "plan": Callable,
+            "claims": Callable, "figures": Callable, "section": Callable}
+
+
+@dataclasses.dataclass(frozen=True)
+class Question:
+    name: str
+    question: str
+    text: Path
+    seeds: int
+    quick_seeds: int
+    grid: Callable  # the module's `plan`
+    claims: Callable
+    figures: Callable
+    section: Callable
+
+    @classmethod
+    def load(cls, module: ModuleType) -> Question:
+        """The question a module defines, or a TypeError naming what it lacks."""
+        wrong = [f"{name} ({kind.__name__})" for name, kind in REQUIRED.items()
+                 if not isinstance(getattr(module, name, None), kind)]
+        if wrong:
+            raise TypeError(f"question module {module.__name__} lacks or mistypes: {', '.join(wrong)}")
+        return cls(module.NAME, module.QUESTION, module.TEXT, module.SEEDS, module.QUICK_SEEDS, module.plan,
+                   module.claims, module.figures, module.section)
+
+    def seeds_for(self, seeds: int | None = None, quick: bool = False) -> int:
+        return seeds or (self.quick_seeds if quick else self.seeds)
+
+    def plan(self, seeds: int | None = None, epochs: int | None = None, quick: bool = False) -> list:
+        """The grid's programs, at the question's default seeds unless `seeds` is given."""
+        return self.grid(self.seeds_for(seeds, quick), epochs, quick)
+
+    def config(self, seeds: int | None = None, epochs: int | None = None, quick: bool = False) -> dict:
+        """What a results file records of the options it was run with."""
+        return {"seeds": self.seeds_for(seeds, quick), "epochs": epochs, "quick": quick}
