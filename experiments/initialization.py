@@ -181,13 +181,13 @@ def claims(results: Results) -> list[Claim]:
         Claim(source="S-questions, conclusion", text="With a large variance, training slows down.", source_number="none given",
               statistic=f"epochs to reach test accuracy {REACHED} with the widest Gaussian minus with "
               "Xavier-uniform (runs that never reach it count as epochs + 1); Adam; claimed above 0.",
-              cells=main[3], threshold=0.0, claimed="above", unit=stats.Unit(lambda ci: ci.format(digits=1, unit=" epochs"), 5.0), **other[3]),
+              cells=main[3], threshold=0.0, claimed="above", unit=stats.Unit(5.0, digits=1, suffix=" epochs"), **other[3]),
         Claim(source="S-questions, conclusion", text="A constant 0 initialization eventually trains.", source_number="none given",
-              statistic=trained, cells=main[4], threshold=TRAINED, claimed="above", unit=stats.Unit(lambda ci: ci.format(), 0.05), **other[4]),
+              statistic=trained, cells=main[4], threshold=TRAINED, claimed="above", unit=stats.Unit(0.05), **other[4]),
         Claim(source="S-questions, conclusion + hypothesis",
               text="Other constant initializations do not train (constants train worst).", source_number="none given",
               statistic=trained + " Claimed below.",
-              cells=main[5], threshold=TRAINED, claimed="below", unit=stats.Unit(lambda ci: ci.format(), 0.05), **other[5]),
+              cells=main[5], threshold=TRAINED, claimed="below", unit=stats.Unit(0.05), **other[5]),
     ]
 
 

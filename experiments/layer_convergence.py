@@ -178,7 +178,7 @@ def claims(results: Results) -> list[Claim]:
     conv = convergence(layers)
     choices = {label: choice for options in CHOICES.values() for label, choice in options.items()}
     alternatives = {label: convergence(layers, **choice) for label, choice in choices.items()}  # each once
-    unit = stats.Unit(lambda ci: ci.format(digits=2), 0.2)
+    unit = stats.Unit(0.2, digits=2, bounds=(-1.0, 1.0))  # Spearman's rho
     out = []
     for measure, how in MEASURES.items():
         for optimizer in conv["optimizer"].unique():

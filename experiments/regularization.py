@@ -172,7 +172,7 @@ def claims(results: Results) -> list[Claim]:
         Claim(source="S-questions, conclusion", text="Regularization clearly shrinks the weights.", source_number="none given (a plot)",
               statistic="mean |w| over all weight matrices at the end, regularized minus unregularized, paired by "
               "seed; claimed below 0.",
-              cells=versus_none(runs, "mean_abs_w", penalties), threshold=0.0, claimed="below", unit=stats.Unit(lambda ci: ci.format(digits=4), 0.002)),
+              cells=versus_none(runs, "mean_abs_w", penalties), threshold=0.0, claimed="below", unit=stats.Unit(0.002, digits=4)),
         Claim(source="S-questions, conclusion", text="Strong L1 gives sparse weights.", source_number="none given",
               statistic=f"fraction of weights under {SMALL:g} in magnitude (percentage points), strongest L1 (penalty "
               "and proximal) that has not collapsed to chance minus unregularized; claimed above 0. Exact "

@@ -260,18 +260,23 @@ def body_rate_runs(frame: pd.DataFrame, arm: str = "finetune_all") -> pd.DataFra
     return runs.assign(arm=[f"{arm} lr={lr:g}" for lr in runs["lr"]])
 
 
+PHASE_NOTES = {"reproduced": "", "tie": " (tie)", "inconclusive": " (ns)", "contradicted": " (ns)"}
+
+
 def phase_diagram(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (size, similarity): the arm with the best mean final accuracy and
     the runner-up, chosen on the even seeds, and the paired margin between
-    them with its interval on the odd seeds."""
+    them with its interval on the odd seeds, judged as a claim that the best
+    arm is better (`stats.POINTS`: a tie within half a point)."""
+    rule = stats.Rule(0.0, "above", stats.POINTS.tolerance)
     rows = []
     for (n, s), _ in runs.groupby(["n_target", "similarity"]):
         table = by_seed(runs, n, s)
         selects = stats.selection_half(table.index)
         best, second = table[selects].mean().sort_values(ascending=False).index[:2]
-        ci = stats.bootstrap_ci((table[best] - table[second])[~selects])
+        ci = stats.mean_ci((table[best] - table[second])[~selects])
         rows.append({"n_target": n, "similarity": s, "best": best, "runner_up": second, "accuracy": table[best].mean(),
-                     "margin": ci.mean, "lo": ci.lo, "hi": ci.hi, "n": ci.n, "excludes_zero": bool(ci.lo > 0)})
+                     "margin": ci.mean, "lo": ci.lo, "hi": ci.hi, "n": ci.n, "verdict": rule.cell(ci)})
     return pd.DataFrame(rows)
 
 
@@ -319,7 +324,7 @@ def design_checks(results: Results, runs: pd.DataFrame) -> list[Claim]:
     extraction["share"] = extraction["eval_acc"] / extraction["probe_acc"]
     edges, converged = grid_edges(frame), convergence(frame)
     spans = " or ".join(sorted({f"{a} to {b}" for a, b in zip(converged["from_epoch"], converged["to_epoch"])}))
-    points = stats.Unit(lambda ci: f"{100 * ci.mean:.2f} pt", 0.002)
+    points = stats.Unit(0.002, scale=100, digits=2, suffix=" pt")
     check = dict(design_check=True, source="this study", source_number="none")
     return [
         Claim(text="The source task needs the hidden layers.",
@@ -334,14 +339,14 @@ def design_checks(results: Results, runs: pd.DataFrame) -> list[Claim]:
                         "over the similarities, per size; claimed above 0.98.",
               cells={f"n = {n}/class": extraction[extraction["n_target"] == n].groupby("seed")["share"].mean()
                      for n in sizes}, threshold=0.98, claimed="above",
-              unit=stats.Unit(lambda ci: ci.format(digits=3), 0.01), **check),
+              unit=stats.Unit(0.01), **check),
         Claim(text="Every selected learning rate lies inside its grid, or where the curve is flat.",
               statistic="the share of (arm, cell) choices with a rate on an end of its grid that beats its "
                         "inner neighbour by more than half a point of mean validation accuracy (the best "
                         f"rate may lie beyond the grid); measured once over {len(edges)} choices, "
                         f"{edges['on_end'].sum()} of them on an end; claimed below 10%.",
               cells={"all arms and cells": measured(edges["rising"].mean())}, threshold=0.10,
-              claimed="below", unit=stats.Unit(lambda ci: f"{ci.mean:.0%}", 0.05), **check),
+              claimed="below", unit=stats.Unit(0.05, scale=100, digits=0, suffix="%", bounds=(0.0, 1.0)), **check),
         Claim(text="Every selected arm has converged.",
               statistic=f"per arm, the largest change over its cells of the mean validation accuracy over "
                         f"the last {LAST_SHARE:.0%} of its training (epochs {spans}), each arm at its "
@@ -412,7 +417,7 @@ def source_claims(frame: pd.DataFrame, runs: pd.DataFrame) -> list[Claim]:
               statistic=f"Speed of learning: mean minibatch loss of the first epoch (40 steps), frozen ({FROZEN}) minus "
               f"not frozen ({NO_FREEZE}), at the largest size; claimed below 0.",
               cells=versus(runs, FROZEN, NO_FREEZE, largest, value="first_train_loss"), threshold=0.0, claimed="below",
-              unit=stats.Unit(lambda ci: ci.format(digits=3), 0.02)),
+              unit=stats.Unit(0.02)),
         Claim(source="S-tfjs", text="Freezing raises the accuracy after the first epoch.", source_number="0.91 vs 0.87",
               statistic="Speed of learning: test-split accuracy after the first epoch, frozen minus not frozen; "
               "claimed above 0.",
@@ -423,7 +428,7 @@ def source_claims(frame: pd.DataFrame, runs: pd.DataFrame) -> list[Claim]:
         Claim(source="S-tfjs", text="Training without freezing takes about twice as long.", source_number="about 60 s vs 30 s",
               statistic="training time per step of the whole program (evaluation included), not frozen over "
               "frozen; one timing per program, so the interval is the ratio itself; claimed above 1.5.",
-              cells=step_ratio(runs, NO_FREEZE, FROZEN), threshold=1.5, claimed="above", unit=stats.Unit(lambda ci: f"{ci.mean:.2f}x", 0.25)),
+              cells=step_ratio(runs, NO_FREEZE, FROZEN), threshold=1.5, claimed="above", unit=stats.Unit(0.25, digits=2, suffix="x")),
         Claim(source="S-finetune", text="Training the head first, then the top block with a very small rate, beats "
               "feature extraction.", source_number="93% validation accuracy",
               statistic=f"{end} final accuracy of staged (its block's rate chosen on validation from "
@@ -501,16 +506,19 @@ def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
     phase = phase_diagram(runs)
 
     def draw_phase(data):
-        grid = data.pivot(index="similarity", columns="n_target", values="best").sort_index(ascending=False)
-        notes = data.assign(note=[f"{100 * m:+.1f} pt{'' if e else ' (ns)'}\nvs {r}" for m, e, r in
-                                  zip(data["margin"], data["excludes_zero"], data["runner_up"])])
-        notes = notes.pivot(index="similarity", columns="n_target", values="note").sort_index(ascending=False)
-        return fig.category_grid(grid, notes, xlabel="target examples per class", ylabel="similarity to the source")
+        winner = data["best"].where(data["verdict"] != "tie", "tie")
+        grid = data.assign(winner=winner).pivot(index="similarity", columns="n_target", values="winner")
+        notes = data.assign(note=[f"{b}\n{100 * m:+.1f} pt{PHASE_NOTES[v]}\nvs {r}" for b, m, v, r in
+                                  zip(data["best"], data["margin"], data["verdict"], data["runner_up"])])
+        notes = notes.pivot(index="similarity", columns="n_target", values="note")
+        return fig.category_grid(grid.sort_index(ascending=False), notes.sort_index(ascending=False),
+                                 xlabel="target examples per class", ylabel="similarity to the source")
 
     out.append(fig.Figure("phase", "The best strategy (colour) in each cell of target size x similarity, by mean "
                           "final large-sample accuracy over seeds, every strategy at its learning rates chosen on "
-                          "validation; text: its margin over the runner-up, paired by seed, '(ns)' where the 95% "
-                          "interval of the margin includes 0.", phase, draw_phase))
+                          "validation; text: the best, its margin over the runner-up, paired by seed, and the "
+                          "runner-up; coloured 'tie' where the 95% interval of the margin lies within half a "
+                          "point, '(ns)' where it includes 0 and reaches further.", phase, draw_phase))
     out.append(fig.Figure("learning-rate", "Every arm's learning-rate curve in three cells: mean final validation "
                           "accuracy over seeds per rate of its grid (for finetune_all and staged at the best head "
                           "rate per body rate); circles mark the rates selected.", rate_curves(frame, runs),
@@ -588,7 +596,7 @@ def section(results: Results, claims: list[Claim]) -> Section:
     table = phase.assign(margin=[stats.points(stats.Interval(m, lo, hi, n)) for m, lo, hi, n in
                                  phase[["margin", "lo", "hi", "n"]].to_numpy()],
                          accuracy=phase["accuracy"].map("{:.4f}".format))
-    table = table[["n_target", "similarity", "best", "accuracy", "runner_up", "margin", "excludes_zero"]]
+    table = table[["n_target", "similarity", "best", "accuracy", "runner_up", "margin", "verdict"]]
     edges = grid_edges(results.frame)
     chosen = edges.groupby("arm").agg(cells=("on_end", "size"), on_an_end=("on_end", "sum"),
                                       rising_at_an_end=("rising", "sum"),

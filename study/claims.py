@@ -39,19 +39,29 @@ class Claim:
     # (label such as "budget 50%" -> cells): its specification curve.
     choices: dict[str, dict[str, object]] = dataclasses.field(default_factory=dict)
 
+    @property
+    def rule(self) -> stats.Rule:
+        return stats.Rule(self.threshold, self.claimed, self.unit.tolerance)
+
     @functools.cached_property
     def result(self) -> stats.Evaluation:
-        return stats.evaluate(self.cells, self.threshold, self.claimed)
+        return stats.evaluate(self.cells, self.rule, self.unit.bounds)
 
     @functools.cached_property
     def moved(self) -> dict[float, str]:
-        """The verdict at the threshold moved either way by the unit's tolerance."""
-        return stats.robustness(self.result, self.threshold, self.claimed, self.unit.tolerance)
+        """The verdict with the threshold moved either way by the unit's tolerance."""
+        return {self.threshold + by: stats.verdict_of(self.cells, self.rule.moved(by), self.unit.bounds)
+                for by in (-self.unit.tolerance, self.unit.tolerance)}
 
     @functools.cached_property
     def alternatives(self) -> dict[str, str]:
         """The verdict under each of `choices`."""
-        return {label: stats.verdict_of(cells, self.threshold, self.claimed) for label, cells in self.choices.items()}
+        return {label: stats.verdict_of(cells, self.rule, self.unit.bounds) for label, cells in self.choices.items()}
+
+    def shown(self, ci: stats.Interval) -> str:
+        """An interval as the report shows it: on the same side of the
+        threshold and the tie band's edges as the numbers themselves."""
+        return self.unit.format(ci, self.rule.marks)
 
     @property
     def robust(self) -> str:
@@ -74,12 +84,14 @@ def claim_id(question: int, i: int) -> str:
 def specification_frame(claims: list[Claim]) -> pd.DataFrame:
     """Per claim and analysis choice (as stated, the threshold moved either
     way by its tolerance, each of its other choices): the verdict, from the
-    intervals alone. The data of a question's specification-curve figure."""
+    intervals alone, as its category ("split" for one that differs between
+    cells). The data of a question's specification-curve figure."""
     rows = []
     for i, claim in enumerate(claims, 1):
         lower, upper = claim.moved.values()
         verdicts = {"as stated": claim.result.verdict, "threshold lower": lower, "threshold higher": upper,
                     **claim.alternatives}
+        verdicts = {choice: stats.kind(verdict) for choice, verdict in verdicts.items()}
         rows += [{"claim": f"{i}. {claim.text}", "choice": choice, "verdict": verdict}
                  for choice, verdict in verdicts.items()]
     return pd.DataFrame(rows)
@@ -106,9 +118,11 @@ def claims_frame(questions: list[tuple[int, list[Claim]]]) -> pd.DataFrame:
                 rows.append({"id": claim_id(question, i), "question": f"Q{question}", "kind": claim.kind,
                              "source": claim.source, "claim": claim.text, "source_number": claim.source_number,
                              "statistic": claim.statistic, "threshold": claim.threshold,
-                             "claimed": claim.claimed, "cell": cell.label, "estimate": cell.interval.mean,
-                             "lo": cell.interval.lo, "hi": cell.interval.hi, "level": result.level,
-                             "n": cell.interval.n, "cell_verdict": cell.verdict, "verdict": result.verdict,
+                             "claimed": claim.claimed, "tolerance": claim.unit.tolerance, "cell": cell.label,
+                             "estimate": cell.interval.mean, "lo": cell.interval.lo, "hi": cell.interval.hi,
+                             "level": result.level, "n": cell.interval.n, "shown": claim.shown(cell.interval),
+                             "scale": claim.unit.scale, "detectable": cell.detectable,
+                             "cell_verdict": cell.verdict, "verdict": result.verdict, "verdict_kind": result.kind,
                              "stability": result.stability, "fragile": result.fragile,
                              "robustness": claim.robust,
                              "other_choices": "; ".join(f"{k}: {v}" for k, v in claim.alternatives.items()),

@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 import matplotlib
 
-from study import bench, claims, devices, figures, registry, report, results, runner, train
+from study import bench, calibration, claims, devices, figures, registry, report, results, runner, train
 
 
 DIST = "dl-details-study"
@@ -154,6 +154,15 @@ def cmd_all(args) -> None:
     cmd_report(args)
 
 
+def cmd_calibrate(args) -> None:
+    """The calibration table of the verdicts' interval, printed and written to paper/calibration.csv."""
+    table = calibration.table(repetitions=args.repetitions, progress=log)
+    path = Path(args.out) / "paper" / "calibration.csv"
+    results.atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
+    print(report.markdown_table(calibration.wide(table)))
+    log(f"wrote {path}")
+
+
 def cmd_bench(args) -> None:
     devices.configure(cache=False)  # compile times included, as a new user meets them
     sizes = {"seeds": args.seeds, "epochs": args.epochs}
@@ -206,6 +215,7 @@ def build_parser() -> Parser:
                            help="join a multi-host job with jax.distributed.initialize()")
         p.add_argument("--out", type=Path, default=Path("."), help="output root (default: .)")
         p.set_defaults(func=func)
+        return p
 
     add("run", cmd_run, "train experiments and write results/NAME.parquet", training=True)
     add("figures", cmd_figures, "draw figures/NAME-*.png|svg|csv from the results")
@@ -213,6 +223,10 @@ def build_parser() -> Parser:
     add("all", cmd_all, "run, figures and report", experiment=False, training=True)
     add("verify", cmd_verify, "rerun an experiment at its committed config and compare data and verdicts "
         "(exit 1 when a verdict changed)")
+    calibrate = add("calibrate", cmd_calibrate, "measure the coverage of the interval methods on simulated seeds "
+                    "and write paper/calibration.csv", experiment=False)
+    calibrate.add_argument("--repetitions", type=positive, default=calibration.REPETITIONS,
+                           help=f"simulated samples per cell of the table (default {calibration.REPETITIONS})")
     bench = sub.add_parser("bench", help="time a workload, compilation included (no compilation cache)")
     bench.add_argument("workload", choices=BENCHMARKS, help="peer: the peer workload (16 seeds x 11 schemes, "
                        "1000 full-batch epochs); grid: the initialization grid against the matmul floor and a "

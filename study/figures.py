@@ -159,8 +159,8 @@ def category_grid(categories: pd.DataFrame, notes: pd.DataFrame, *, xlabel: str,
     return fig
 
 
-VERDICT_COLORS = {"reproduced": "#4daf4a", "contradicted": "#e41a1c", "mixed": "#ffbf47", "inconclusive": "#bdbdbd",
-                  "not read": "#ffffff"}
+VERDICT_COLORS = {"reproduced": "#4daf4a", "contradicted": "#e41a1c", "tie": "#80b1d3", "split": "#ffbf47",
+                  "inconclusive": "#bdbdbd", "not read": "#ffffff"}
 
 
 def verdict_grid(data: pd.DataFrame) -> matplotlib.figure.Figure:

@@ -59,31 +59,38 @@ def verdict_text(claim: Claim) -> str:
 
 def claims_table(question: int, claims: list[Claim]) -> str:
     rows = pd.DataFrame([{
-        "#": f"[{i}](#{claim_id(question, i)})",
-        "source": "design check" if c.design_check else c.source, "claim": c.text,
-        "source's number": c.source_number,
-        "cells reproduced / decided / all": (
-            f"{sum(x.verdict == 'reproduced' for x in c.result.cells)} / "
-            f"{sum(x.verdict != 'inconclusive' for x in c.result.cells)} / {len(c.result.cells)}"),
+        "#": f"[{i}](#{claim_id(question, i)})", "source": "design check" if c.design_check else c.source,
+        "claim": c.text, "source's number": c.source_number, "cells": len(c.result.cells),
         "verdict": verdict_text(c), "stability": f"{c.result.stability:.0%}",
         "robustness": c.robust} for i, c in enumerate(claims, 1)])
     return markdown_table(rows)
 
 
 def claim_detail(question: int, i: int, claim: Claim) -> str:
-    result = claim.result
-    rows = pd.DataFrame([{"cell": c.label, f"mean [{result.level:.1%} CI]": claim.unit.format(c.interval),
-                          "n": c.interval.n, "verdict": c.verdict} for c in result.cells])
+    result, unit = claim.result, claim.unit
+    rows = pd.DataFrame([{"cell": c.label, f"mean [{result.level:.1%} CI]": claim.shown(c.interval),
+                          "n": c.interval.n, "detectable": unit.format(stats.Interval(*[c.detectable] * 3, 1)),
+                          "verdict": c.verdict} for c in result.cells])
     kind = "Design check" if claim.design_check else "Claim"
     return (f'<a id="{claim_id(question, i)}"></a>\n\n**{kind} {i}. {claim.text}** ({claim.source}). '
-            f"Statistic: {claim.statistic} Verdict: {verdict_text(claim)}, kept in "
-            f"{result.stability:.0%} of seed resamples; {moved_text(claim)}.\n\n{markdown_table(rows)}\n")
+            f"Statistic: {claim.statistic} Tie band: within {unit.format(stats.Interval(*[unit.tolerance] * 3, 1))} "
+            f"of the threshold. Verdict: {verdict_text(claim)}, kept in {result.stability:.0%} of seed resamples; "
+            f"{moved_text(claim)}.{where_text(claim)}\n\n{markdown_table(rows)}\n")
+
+
+def where_text(claim: Claim) -> str:
+    """Which cells give which verdict, for a claim whose cells differ."""
+    cells = claim.result.cells
+    if claim.result.kind != "split":
+        return ""
+    parts = [f"{verdict.capitalize()} in {', '.join(c.label for c in cells if c.verdict == verdict)}"
+             for verdict in stats.VERDICTS if any(c.verdict == verdict for c in cells)]
+    return " " + "; ".join(parts) + "."
 
 
 def moved_text(claim: Claim) -> str:
     """The verdict at the threshold moved either way, in words."""
-    at = [f"{verdict} at {claim.unit.format(stats.Interval(t, t, t, 1)).split(' [')[0]}"
-          for t, verdict in claim.moved.items()]
+    at = [f"{verdict} at {claim.unit.format(stats.Interval(t, t, t, 1))}" for t, verdict in claim.moved.items()]
     at += [f"{verdict} with {label}" for label, verdict in claim.alternatives.items()]
     return f"{claim.robust} ({', '.join(at)})"
 
@@ -93,7 +100,7 @@ def summary(chapters: list[Chapter]) -> str:
     rows = []
     for chapter in chapters:
         number, claims = chapter.number, chapter.claims
-        verdicts = [c.result.verdict for c in claims]
+        verdicts = [c.result.kind for c in claims]
         fragile = [f"[{i}](#{claim_id(number, i)})" for i, c in enumerate(claims, 1) if c.result.fragile]
         rows.append({"question": f"[Q{number}. {chapter.question.question}](#q{number})",
                      **{v: verdicts.count(v) for v in stats.VERDICTS}, "fragile": ", ".join(fragile) or "none",

@@ -2,8 +2,11 @@
 parquet files unchanged: what a reader cites is what the results say.
 (Drawing the images is left to the end-to-end test of the CLI.)"""
 
+import re
 import shutil
 from pathlib import Path
+
+import pandas as pd
 
 from study import cli, figures, registry
 
@@ -25,3 +28,25 @@ def test_committed_figures_and_report_regenerate_unchanged(tmp_path):
         shutil.copytree(ROOT / folder, tmp_path / folder)
     assert cli.main(["report", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "paper" / "report.md").read_text() == (ROOT / "paper" / "report.md").read_text()
+
+
+def shown_ends(shown: str) -> tuple[float, float]:
+    """The ends of an interval as claims.csv shows it ("0.3 pt [0.1, 0.5]"), or a number measured once twice."""
+    numbers = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", shown)]
+    return (numbers[1], numbers[2]) if "[" in shown else (numbers[0], numbers[0])
+
+
+def test_every_shown_interval_lies_where_its_verdict_says():
+    """What a reader sees agrees with the label beside it: a reproduced
+    cell's shown interval is wholly on the claimed side of the threshold, a
+    tie's inside the tie band, an inconclusive one across the threshold."""
+    table = pd.read_csv(ROOT / "paper" / "claims.csv")
+    assert {"tie", "reproduced", "contradicted"} <= set(table["cell_verdict"])
+    for row in table.itertuples():
+        lo, hi = shown_ends(row.shown)
+        threshold, band = row.threshold * row.scale, row.tolerance * row.scale
+        above, below = lo > threshold, hi < threshold
+        inside = threshold - band <= lo and hi <= threshold + band
+        expected = ("tie" if inside else "inconclusive" if not (above or below)
+                    else "reproduced" if above == (row.claimed == "above") else "contradicted")
+        assert row.cell_verdict == expected, (row.id, row.cell, row.shown)
