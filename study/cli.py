@@ -125,7 +125,8 @@ def cmd_report(args) -> None:
     chapters = [chapter(questions.index(q) + 1, q, args.out) for q in present]
     missing = [q.name for q in questions if q not in present]
     table = claims.claims_frame([(c.number, c.claims) for c in chapters])
-    paths = report.write(report.render(chapters, missing), table, args.out)
+    paths = report.write(report.render(chapters, missing), table, args.out,
+                         report.findings(chapters, "paper/report.html#"))
     log(f"wrote {', '.join(map(str, paths))}")
 
 
