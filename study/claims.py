@@ -122,6 +122,7 @@ def claims_frame(questions: list[tuple[int, list[Claim]]]) -> pd.DataFrame:
                              "estimate": cell.interval.mean, "lo": cell.interval.lo, "hi": cell.interval.hi,
                              "level": result.level, "n": cell.interval.n, "shown": claim.shown(cell.interval),
                              "scale": claim.unit.scale, "detectable": cell.detectable,
+                             "seeds_needed": cell.seeds_needed,
                              "cell_verdict": cell.verdict, "verdict": result.verdict, "verdict_kind": result.kind,
                              "stability": result.stability, "fragile": result.fragile,
                              "robustness": claim.robust,

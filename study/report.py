@@ -70,6 +70,7 @@ def claim_detail(question: int, i: int, claim: Claim) -> str:
     result, unit = claim.result, claim.unit
     rows = pd.DataFrame([{"cell": c.label, f"mean [{result.level:.1%} CI]": claim.shown(c.interval),
                           "n": c.interval.n, "detectable": unit.format(stats.Interval(*[c.detectable] * 3, 1)),
+                          "seeds for the tolerance": c.seeds_needed or "",
                           "verdict": c.verdict} for c in result.cells])
     kind = "Design check" if claim.design_check else "Claim"
     return (f'<a id="{claim_id(question, i)}"></a>\n\n**{kind} {i}. {claim.text}** ({claim.source}). '

@@ -246,6 +246,7 @@ class Cell:
     interval: Interval
     verdict: str
     detectable: float  # the smallest mean this cell's seeds detect at its level with POWER
+    seeds_needed: int  # the seeds at which that falls to the claim's tolerance (0: measured once)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,12 +276,16 @@ def evaluate(cells: dict[str, np.ndarray | Interval], rule: Rule, bounds=(-np.in
 
 
 def judged(cells: dict[str, np.ndarray | Interval], rule: Rule, level: float, bounds) -> list[Cell]:
-    """Each cell's interval at `level`, its verdict and its detectable effect."""
+    """Each cell's interval at `level`, its verdict, its detectable effect
+    and the seeds that would bring it down to the tie band's half-width."""
     out = []
     for label, values in cells.items():
-        measured = isinstance(values, Interval)
-        ci = values if measured else mean_ci(values, level, bounds)
-        out.append(Cell(label, ci, rule.cell(ci), np.nan if measured else detectable(values, level)))
+        if isinstance(values, Interval):
+            out.append(Cell(label, values, rule.cell(values), np.nan, 0))
+            continue
+        ci = mean_ci(values, level, bounds)
+        out.append(Cell(label, ci, rule.cell(ci), detectable(values, level),
+                        seeds_needed(values, rule.tolerance, level) if rule.tolerance > 0 else 0))
     return out
 
 
@@ -332,7 +337,8 @@ VERDICT_RULE = (
     "tie band. *Stability* is the share of "
     f"{STABILITY_RESAMPLES:,} resamples of the seeds under which the claim's verdict stays the "
     f"same; a verdict kept in under {FRAGILE:.0%} of them is marked *fragile*. *Detectable*: the "
-    f"smallest effect a cell's seeds detect with {POWER:.0%} power at its level, from its own spread. "
+    f"smallest effect a cell's seeds detect with {POWER:.0%} power at its level, from its own spread, and "
+    "the seeds at which that would fall to the tolerance (the power analysis for its next run). "
     "*Robustness*: the claim's verdict with its threshold moved either way by its tolerance and, where "
     "the analysis makes choices the sources never fixed (the training budget read, a measure's "
     "threshold), under each other choice; *robust* when all keep the verdict, else *depends on* the "

@@ -160,6 +160,7 @@ def test_a_verdict_near_its_threshold_is_fragile():
 def test_a_value_measured_once_keeps_its_verdict():
     result = stats.evaluate({"ratio": Interval(2.0, 2.0, 2.0, 1)}, Rule(1.5, "above", 0.25))
     assert result.verdict == "reproduced" and result.stability == 1.0 and np.isnan(result.cells[0].detectable)
+    assert result.cells[0].seeds_needed == 0
 
 
 def test_the_detectable_effect_and_the_seeds_a_tolerance_needs_by_hand():
