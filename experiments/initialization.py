@@ -178,11 +178,14 @@ def claims(results: Results) -> list[Claim]:
               statistic="final large-sample accuracy of N(0, 0.01^2) minus Xavier-uniform, paired by seed; "
               "claimed above -1 point.",
               cells=main[2], threshold=-0.01, claimed="above", unit=stats.POINTS, **other[2]),
-        Claim(source="S-questions, conclusion", text="With a large variance, training slows down.", source_number="none given",
+        Claim(source="S-questions, conclusion", text="With a large variance, training slows down.",
+              source_number="none given",
               statistic=f"epochs to reach test accuracy {REACHED} with the widest Gaussian minus with "
               "Xavier-uniform (runs that never reach it count as epochs + 1); Adam; claimed above 0.",
-              cells=main[3], threshold=0.0, claimed="above", unit=stats.Unit(5.0, digits=1, suffix=" epochs"), **other[3]),
-        Claim(source="S-questions, conclusion", text="A constant 0 initialization eventually trains.", source_number="none given",
+              cells=main[3], threshold=0.0, claimed="above", unit=stats.Unit(5.0, digits=1,
+              suffix=" epochs"), **other[3]),
+        Claim(source="S-questions, conclusion", text="A constant 0 initialization eventually trains.",
+              source_number="none given",
               statistic=trained, cells=main[4], threshold=TRAINED, claimed="above", unit=stats.Unit(0.05), **other[4]),
         Claim(source="S-questions, conclusion + hypothesis",
               text="Other constant initializations do not train (constants train worst).", source_number="none given",

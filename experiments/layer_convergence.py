@@ -188,14 +188,17 @@ def claims(results: Results) -> list[Claim]:
                 f"{OPTIMIZER_NAMES[optimizer]}.", source_number="none given (a plot)",
                 statistic=f"Spearman's rho between layer index (0 = input layer) and its convergence epoch, {how}; "
                 "per run, then the mean over seeds; the source claims below 0. The layer with the earliest "
-                "mean convergence is named in each cell.", cells=rho_cells(conv, measure, optimizer), threshold=0.0, claimed="below", unit=unit,
+                "mean convergence is named in each cell.", cells=rho_cells(conv, measure, optimizer), threshold=0.0,
+                             claimed="below", unit=unit,
                 choices=choices))
     for optimizer in conv["optimizer"].unique():
         out.append(Claim(
-            source="Raghu et al. 2017 (SVCCA); Chen et al. 2023", text="Representations converge bottom-up: earlier layers "
+            source="Raghu et al. 2017 (SVCCA); Chen et al. 2023",
+                         text="Representations converge bottom-up: earlier layers "
             f"first. {OPTIMIZER_NAMES[optimizer]}.", source_number="none comparable",
             statistic="Spearman's rho of the CKA gap area against layer index; claimed above 0.",
-            cells=rho_cells(conv, "CKA gap area", optimizer, name_first=False), threshold=0.0, claimed="above", unit=unit))
+            cells=rho_cells(conv, "CKA gap area", optimizer, name_first=False), threshold=0.0, claimed="above",
+                         unit=unit))
     return out
 
 

@@ -169,17 +169,20 @@ def claims(results: Results) -> list[Claim]:
     binding = ", ".join(f"bound {b:g}: {share:.0%}" for b, share in binds.items())
     stopped = "both early-stopped at their best validation epoch"
     return [
-        Claim(source="S-questions, conclusion", text="Regularization clearly shrinks the weights.", source_number="none given (a plot)",
+        Claim(source="S-questions, conclusion", text="Regularization clearly shrinks the weights.",
+              source_number="none given (a plot)",
               statistic="mean |w| over all weight matrices at the end, regularized minus unregularized, paired by "
               "seed; claimed below 0.",
-              cells=versus_none(runs, "mean_abs_w", penalties), threshold=0.0, claimed="below", unit=stats.Unit(0.002, digits=4)),
+              cells=versus_none(runs, "mean_abs_w", penalties), threshold=0.0, claimed="below",
+              unit=stats.Unit(0.002, digits=4)),
         Claim(source="S-questions, conclusion", text="Strong L1 gives sparse weights.", source_number="none given",
               statistic=f"fraction of weights under {SMALL:g} in magnitude (percentage points), strongest L1 (penalty "
               "and proximal) that has not collapsed to chance minus unregularized; claimed above 0. Exact "
               "zeros are in the table below.",
               cells=versus_none(runs, "small_frac", strong), threshold=0.0, claimed="above", unit=stats.POINTS),
         Claim(source="S-questions, conclusion", text="Strong L1 gives sparse weights (measured without a fixed scale).",
-              source_number="none given", statistic="fraction of weights under 5% of their matrix's mean |w| (scale-free: shrinking "
+              source_number="none given",
+              statistic="fraction of weights under 5% of their matrix's mean |w| (scale-free: shrinking "
               "every weight alike leaves it unchanged), strongest L1 that has not collapsed minus "
               "unregularized; claimed above 0.",
               cells=versus_none(runs, "rel_small_frac", strong), threshold=0.0, claimed="above", unit=stats.POINTS),
@@ -187,36 +190,45 @@ def claims(results: Results) -> list[Claim]:
               statistic="final large-sample accuracy, strongest L1 that has not collapsed minus unregularized; "
               "claimed below 0.",
               cells=versus_none(runs, "eval_acc", strong), threshold=0.0, claimed="below", unit=stats.POINTS),
-        Claim(source="S-questions, conclusion", text="L2 gives smaller weights but no sparsity.", source_number="none given",
+        Claim(source="S-questions, conclusion", text="L2 gives smaller weights but no sparsity.",
+              source_number="none given",
               statistic=f"fraction of weights under {SMALL:g}, L2 minus unregularized; claimed below 5 points.",
               cells=versus_none(runs, "small_frac", l2), threshold=0.05, claimed="below", unit=stats.POINTS),
         Claim(source="S-questions, conclusion", text="L2 does no visible harm to accuracy.", source_number="none given",
               statistic="final large-sample accuracy, L2 minus unregularized; claimed above -1 point.",
               cells=versus_none(runs, "eval_acc", l2), threshold=-0.01, claimed="above", unit=stats.POINTS),
-        Claim(source="S-questions, hypothesis", text="Mild regularization may raise accuracy.", source_number="none given",
+        Claim(source="S-questions, hypothesis", text="Mild regularization may raise accuracy.",
+              source_number="none given",
               statistic="final large-sample accuracy at the best strength of each kind (chosen by its mean on the "
               "even seeds) minus unregularized, on the odd seeds; claimed above 0.",
               cells=best_versus_none(runs, ["l1", "l1_prox", "l2"]), threshold=0.0, claimed="above", unit=stats.POINTS),
         Claim(source="S-questions, hypothesis", text="Mild regularization may raise accuracy (against early stopping).",
-              source_number="none given", statistic=f"large-sample accuracy, {stopped}, at the best strength of each kind (chosen "
+              source_number="none given",
+              statistic=f"large-sample accuracy, {stopped}, at the best strength of each kind (chosen "
               "by its mean on the even seeds) minus unregularized, on the odd seeds; claimed above 0.",
-              cells=best_versus_none(runs, ["l1", "l1_prox", "l2"], "stopped_acc"), threshold=0.0, claimed="above", unit=stats.POINTS),
+              cells=best_versus_none(runs, ["l1", "l1_prox", "l2"], "stopped_acc"), threshold=0.0, claimed="above",
+              unit=stats.POINTS),
         Claim(source="S-tricks", text="Dropout of 20-50% on hidden units (20% on the input) improves the model.",
-              source_number="none given", statistic="final large-sample accuracy, dropout minus unregularized; claimed above 0.",
+              source_number="none given",
+              statistic="final large-sample accuracy, dropout minus unregularized; claimed above 0.",
               cells=versus_none(runs, "eval_acc", dropout), threshold=0.0, claimed="above", unit=stats.POINTS),
-        Claim(source="S-tricks", text="Dropout improves the model (against early stopping).", source_number="none given",
+        Claim(source="S-tricks", text="Dropout improves the model (against early stopping).",
+              source_number="none given",
               statistic=f"large-sample accuracy, {stopped}, dropout minus unregularized; claimed above 0.",
               cells=versus_none(runs, "stopped_acc", dropout), threshold=0.0, claimed="above", unit=stats.POINTS),
         Claim(source="Srivastava et al. 2014", text="Dropout reduces overfitting.", source_number="none comparable",
               statistic="generalization gap (train minus large-sample accuracy), dropout minus unregularized; "
               "claimed below 0.",
-              cells=versus_none(runs, "gap", conditions(runs, ["dropout"])), threshold=0.0, claimed="below", unit=stats.POINTS),
+              cells=versus_none(runs, "gap", conditions(runs, ["dropout"])), threshold=0.0, claimed="below",
+              unit=stats.POINTS),
         Claim(source="S-tricks", text="A max-norm constraint (e.g. 5) on each unit's incoming weights helps.",
-              source_number="none given", statistic="final large-sample accuracy, max-norm minus unregularized; claimed above 0. "
+              source_number="none given",
+              statistic="final large-sample accuracy, max-norm minus unregularized; claimed above 0. "
               f"Runs with a unit at the bound at the end ({binding}): where it never binds, the claim "
               "tests nothing.",
               cells=versus_none(runs, "eval_acc", maxnorm), threshold=0.0, claimed="above", unit=stats.POINTS),
-        Claim(source="S-tricks", text="A max-norm constraint helps (against early stopping).", source_number="none given",
+        Claim(source="S-tricks", text="A max-norm constraint helps (against early stopping).",
+              source_number="none given",
               statistic=f"large-sample accuracy, {stopped}, max-norm minus unregularized; claimed above 0.",
               cells=versus_none(runs, "stopped_acc", maxnorm), threshold=0.0, claimed="above", unit=stats.POINTS),
     ]

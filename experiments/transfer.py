@@ -391,50 +391,63 @@ def source_claims(frame: pd.DataFrame, runs: pd.DataFrame) -> list[Claim]:
     end = "End point:"
     out = []
     for (size, sim), arm, words in advice:
-        out.append(Claim(source="S-questions", text=f"{size.capitalize()} and {sim} target: {words}.", source_number="none given",
+        out.append(Claim(source="S-questions", text=f"{size.capitalize()} and {sim} target: {words}.",
+                         source_number="none given",
                          statistic=f"{end} final large-sample accuracy of {arm} minus the best other strategy in the "
                          "cell (chosen by its mean on the even seeds), paired by seed on the odd seeds; "
-                         "claimed above 0.", cells=versus(runs, arm, None, scenarios[(size, sim)]), threshold=0.0, claimed="above",
+                         "claimed above 0.", cells=versus(runs, arm, None, scenarios[(size, sim)]), threshold=0.0,
+                         claimed="above",
                          unit=stats.POINTS))
     out += [
-        Claim(source="S-questions", text="Large and dissimilar: fine-tuning often still helps over training from scratch.",
-              source_number="none given", statistic=f"{end} final accuracy of finetune_all minus scratch; claimed above 0.",
-              cells=versus(runs, NO_FREEZE, "scratch", scenarios[("large", "dissimilar")]), threshold=0.0, claimed="above",
+        Claim(source="S-questions",
+              text="Large and dissimilar: fine-tuning often still helps over training from scratch.",
+              source_number="none given",
+              statistic=f"{end} final accuracy of finetune_all minus scratch; claimed above 0.",
+              cells=versus(runs, NO_FREEZE, "scratch", scenarios[("large", "dissimilar")]), threshold=0.0,
+              claimed="above",
               unit=stats.POINTS),
         Claim(source="this study", text="Pretrained features beat random ones of the same shape.", source_number="none",
               statistic=f"{end} final accuracy of feature_extraction minus random_features (a new head on a frozen "
               "random body); claimed above 0.",
-              cells=versus(runs, "feature_extraction", "random_features", corners), threshold=0.0, claimed="above", unit=stats.POINTS),
-        Claim(source="S-questions, S-tricks", text="Fine-tune pretrained weights with a small learning rate.", source_number="none given",
-              statistic=f"{end} final accuracy of finetune_all with the pretrained layers at {BODY_RATES[0]:g} minus at "
-              f"{BODY_RATES[-1]:g}, each with its head rate chosen on validation; claimed above 0.",
+              cells=versus(runs, "feature_extraction", "random_features", corners), threshold=0.0, claimed="above",
+              unit=stats.POINTS),
+        Claim(source="S-questions, S-tricks", text="Fine-tune pretrained weights with a small learning rate.",
+              source_number="none given",
+              statistic=f"{end} final accuracy of finetune_all with the pretrained layers at {BODY_RATES[0]:g} minus "
+              f"at {BODY_RATES[-1]:g}, each with its head rate chosen on validation; claimed above 0.",
               cells=versus(rates, small, large, corners), threshold=0.0, claimed="above", unit=stats.POINTS),
         Claim(source="S-tricks", text="Leave the first layers alone (freeze them).", source_number="none given",
               statistic=f"{end} final accuracy with the first layer frozen (finetune_top k={LAYERS - 1}) minus with "
               "none frozen (finetune_all); claimed above 0.",
-              cells=versus(runs, f"finetune_top k={LAYERS - 1}", NO_FREEZE, corners), threshold=0.0, claimed="above", unit=stats.POINTS),
-        Claim(source="S-tfjs", text="Freezing the feature layers lowers the loss after the first epoch.", source_number="0.27 vs 0.37",
-              statistic=f"Speed of learning: mean minibatch loss of the first epoch (40 steps), frozen ({FROZEN}) minus "
-              f"not frozen ({NO_FREEZE}), at the largest size; claimed below 0.",
+              cells=versus(runs, f"finetune_top k={LAYERS - 1}", NO_FREEZE, corners), threshold=0.0, claimed="above",
+              unit=stats.POINTS),
+        Claim(source="S-tfjs", text="Freezing the feature layers lowers the loss after the first epoch.",
+              source_number="0.27 vs 0.37",
+              statistic=f"Speed of learning: mean minibatch loss of the first epoch (40 steps), frozen ({FROZEN}) "
+              f"minus not frozen ({NO_FREEZE}), at the largest size; claimed below 0.",
               cells=versus(runs, FROZEN, NO_FREEZE, largest, value="first_train_loss"), threshold=0.0, claimed="below",
               unit=stats.Unit(0.02)),
         Claim(source="S-tfjs", text="Freezing raises the accuracy after the first epoch.", source_number="0.91 vs 0.87",
               statistic="Speed of learning: test-split accuracy after the first epoch, frozen minus not frozen; "
               "claimed above 0.",
-              cells=versus(runs, FROZEN, NO_FREEZE, largest, value="first_test_acc"), threshold=0.0, claimed="above", unit=stats.POINTS),
+              cells=versus(runs, FROZEN, NO_FREEZE, largest, value="first_test_acc"), threshold=0.0, claimed="above",
+              unit=stats.POINTS),
         Claim(source="S-tfjs", text="Freezing gives a higher final accuracy.", source_number="about 0.968 vs 0.945",
               statistic=f"{end} final large-sample accuracy, frozen minus not frozen; claimed above 0.",
               cells=versus(runs, FROZEN, NO_FREEZE, largest), threshold=0.0, claimed="above", unit=stats.POINTS),
-        Claim(source="S-tfjs", text="Training without freezing takes about twice as long.", source_number="about 60 s vs 30 s",
+        Claim(source="S-tfjs", text="Training without freezing takes about twice as long.",
+              source_number="about 60 s vs 30 s",
               statistic="training time per step of the whole program (evaluation included), not frozen over "
               "frozen; one timing per program, so the interval is the ratio itself; claimed above 1.5.",
-              cells=step_ratio(runs, NO_FREEZE, FROZEN), threshold=1.5, claimed="above", unit=stats.Unit(0.25, digits=2, suffix="x")),
+              cells=step_ratio(runs, NO_FREEZE, FROZEN), threshold=1.5, claimed="above", unit=stats.Unit(0.25,
+              digits=2, suffix="x")),
         Claim(source="S-finetune", text="Training the head first, then the top block with a very small rate, beats "
               "feature extraction.", source_number="93% validation accuracy",
               statistic=f"{end} final accuracy of staged (its block's rate chosen on validation from "
               f"{', '.join(f'{r:g}' for r in STAGED_RATES)}: S-finetune's very small rates never won on "
               "validation in the pilot runs) minus feature_extraction; claimed above 0.",
-              cells=versus(runs, "staged", "feature_extraction", corners), threshold=0.0, claimed="above", unit=stats.POINTS),
+              cells=versus(runs, "staged", "feature_extraction", corners), threshold=0.0, claimed="above",
+              unit=stats.POINTS),
         Claim(source="S-tricks", text="An output layer wider than the class count helps.", source_number="none given",
               statistic=f"{end} final accuracy of wide_head ({WIDE} outputs for {TARGET_TASK.classes} classes) minus "
               "finetune_all; claimed above 0.",
