@@ -69,12 +69,12 @@ def claims_table(question: int, claims: list[Claim]) -> str:
 def claim_detail(question: int, i: int, claim: Claim) -> str:
     result, unit = claim.result, claim.unit
     rows = pd.DataFrame([{"cell": c.label, f"mean [{result.level:.1%} CI]": claim.shown(c.interval),
-                          "n": c.interval.n, "detectable": unit.format(stats.Interval(*[c.detectable] * 3, 1)),
+                          "n": c.interval.n, "detectable": unit.number(c.detectable),
                           "seeds for the tolerance": c.seeds_needed or "",
                           "verdict": c.verdict} for c in result.cells])
     kind = "Design check" if claim.design_check else "Claim"
     return (f'<a id="{claim_id(question, i)}"></a>\n\n**{kind} {i}. {claim.text}** ({claim.source}). '
-            f"Statistic: {claim.statistic} Tie band: within {unit.format(stats.Interval(*[unit.tolerance] * 3, 1))} "
+            f"Statistic: {claim.statistic} Tie band: within {unit.number(unit.tolerance)} "
             f"of the threshold. Verdict: {verdict_text(claim)}, kept in {result.stability:.0%} of seed resamples; "
             f"{moved_text(claim)}.{where_text(claim)}\n\n{markdown_table(rows)}\n")
 
@@ -91,7 +91,7 @@ def where_text(claim: Claim) -> str:
 
 def moved_text(claim: Claim) -> str:
     """The verdict at the threshold moved either way, in words."""
-    at = [f"{verdict} at {claim.unit.format(stats.Interval(t, t, t, 1))}" for t, verdict in claim.moved.items()]
+    at = [f"{verdict} at {claim.unit.number(t)}" for t, verdict in claim.moved.items()]
     at += [f"{verdict} with {label}" for label, verdict in claim.alternatives.items()]
     return f"{claim.robust} ({', '.join(at)})"
 
@@ -119,8 +119,7 @@ def estimates(claim: Claim) -> str:
     if len(cells) == 1:
         return claim.shown(cells[0].interval)
     means = sorted(c.interval.mean for c in cells)
-    low, high = (claim.unit.format(stats.Interval(m, m, m, 1)) for m in (means[0], means[-1]))
-    return f"{low} to {high} over {len(cells)} cells"
+    return f"{claim.unit.number(means[0])} to {claim.unit.number(means[-1])} over {len(cells)} cells"
 
 
 def finding(number: int, i: int, claim: Claim, link: str) -> str:
@@ -128,10 +127,11 @@ def finding(number: int, i: int, claim: Claim, link: str) -> str:
     result = claim.result
     what = FOUND[result.kind]
     if result.kind == "tie":
-        what += f" (no difference beyond {claim.unit.format(stats.Interval(*[claim.unit.tolerance] * 3, 1))})"
+        what += f" (no difference beyond {claim.unit.number(claim.unit.tolerance)})"
     elif result.kind == "split":
         what += f" ({result.verdict})"
-    return f"- **{what}**: {claim.text} Measured: {estimates(claim)}; [{claim_id(number, i)}]({link}{claim_id(number, i)})."
+    cited = claim_id(number, i)
+    return f"- **{what}**: {claim.text} Measured: {estimates(claim)}; [{cited}]({link}{cited})."
 
 
 def findings(chapters: list[Chapter], link: str = "#") -> str:

@@ -166,6 +166,11 @@ class Unit:
         return f"{mean} [{self.shown(ci.lo, digits, 'down'):.{digits}f}, {self.shown(ci.hi, digits, 'up'):.{digits}f}]"
 
 
+    def number(self, value: float) -> str:
+        """A single number in this unit (a threshold, a tolerance, a detectable effect)."""
+        return self.format(Interval(value, value, value, 1))
+
+
 POINTS = Unit(0.005, scale=100, digits=1, suffix=" pt", bounds=(-1.0, 1.0))  # fractions, tie within half a point
 
 
