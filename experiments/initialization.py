@@ -21,6 +21,7 @@ Run: `study run initialization` (16 seeds, 3,536 runs in 3 compiled programs).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from pathlib import Path
 
@@ -210,74 +211,81 @@ def mechanism_table(runs: pd.DataFrame) -> pd.DataFrame:
                         "final_eval_acc": 3})
 
 
-def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
-    frame = results.frame
-    stated = frame[(frame["variant"] == "stated") & (frame["optimizer"] == "adam")]
-    faithful = frame[frame["variant"] == "faithful"]
-    runs = per_run(frame)
-    bayes = float(stated["bayes_acc"].iloc[0]) if len(stated) else None
-    dashed = inits.CONSTANT_SCHEMES
+def draw_curves(data: pd.DataFrame, bayes: float | None):
+    f = fig.facets(data, "activation", fig.bands, x="epoch", hue="init", dashed=inits.CONSTANT_SCHEMES,
+                   bayes=bayes, ylabel="test accuracy (100-point split)")
+    f.axes[0].set_ylim(*ACCURACY_RANGE)
+    return f
 
-    curves = stats.summarize(stated, ["activation", "init", "epoch"], "test_acc")
-    loss = stats.summarize(stated, ["activation", "init", "epoch"], "train_loss")
-    final = stats.summarize(runs[runs["variant"] == "stated"], ["optimizer", "activation", "init"], "eval_acc")
-    original = stats.summarize(faithful, ["init", "epoch"], "test_acc")
-    original_bayes = float(runs.loc[runs["variant"] == "faithful", "bayes_acc"].mean())
+
+def draw_loss(data: pd.DataFrame):
+    f = fig.facets(data, "activation", fig.bands, x="epoch", hue="init", dashed=inits.CONSTANT_SCHEMES,
+                   ylabel="training loss", sharey=False)
+    for ax in f.axes:
+        ax.set_yscale("log")
+    return f
+
+
+def draw_final(data: pd.DataFrame, bayes: float | None):
+    f = fig.facets(data, "optimizer", fig.intervals, y="init", hue="activation",
+                   bayes=bayes, ylabel="initialization", width=5, height=5)
+    for ax in f.axes:
+        ax.set_xlabel("final large-sample accuracy")
+        ax.set_xlim(*ACCURACY_RANGE)
+    return f
+
+
+def draw_original(data: pd.DataFrame, bayes: float):
+    f = fig.facets(data.assign(variant="faithful"), "variant", fig.bands, x="epoch", hue="init",
+                   dashed=inits.CONSTANT_SCHEMES, bayes=bayes, ylabel="test accuracy (100-point split)",
+                   width=6)
+    f.axes[0].set_ylim(*ACCURACY_RANGE)
+    return f
+
+
+def draw_units(data: pd.DataFrame):
+    f = fig.facets(data, "layer", fig.intervals, y="init", hue="cell", ylabel="initialization",
+                   width=5, height=5)
+    for ax in f.axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("distinct units at the end (of 100)")
+    return f
+
+
+def distinct_units(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean distinct units per hidden layer, scheme and cell, in the schemes' order."""
     units = pd.concat([
         stats.summarize(runs.assign(cell=runs[CELL].agg(" / ".join, axis=1), layer=layer),
                         ["layer", "init", "cell"], column)
         for layer, column in [("hidden 1", "distinct_h1"), ("hidden 2", "distinct_h2")]])
-    units = units.sort_values("init", key=lambda s: s.map(STATED_SCHEMES.index), kind="stable")
+    return units.sort_values("init", key=lambda s: s.map(STATED_SCHEMES.index), kind="stable")
 
-    def draw_curves(data):
-        f = fig.facets(data, "activation", fig.bands, x="epoch", hue="init", dashed=dashed,
-                       bayes=bayes, ylabel="test accuracy (100-point split)")
-        f.axes[0].set_ylim(*ACCURACY_RANGE)
-        return f
 
-    def draw_loss(data):
-        f = fig.facets(data, "activation", fig.bands, x="epoch", hue="init", dashed=dashed,
-                       ylabel="training loss", sharey=False)
-        for ax in f.axes:
-            ax.set_yscale("log")
-        return f
-
-    def draw_final(data):
-        f = fig.facets(data, "optimizer", fig.intervals, y="init", hue="activation",
-                       bayes=bayes, ylabel="initialization", width=5, height=5)
-        for ax in f.axes:
-            ax.set_xlabel("final large-sample accuracy")
-            ax.set_xlim(*ACCURACY_RANGE)
-        return f
-
-    def draw_original(data):
-        f = fig.facets(data.assign(variant="faithful"), "variant", fig.bands, x="epoch", hue="init",
-                       dashed=dashed, bayes=original_bayes, ylabel="test accuracy (100-point split)",
-                       width=6)
-        f.axes[0].set_ylim(*ACCURACY_RANGE)
-        return f
-
-    def draw_units(data):
-        f = fig.facets(data, "layer", fig.intervals, y="init", hue="cell", ylabel="initialization",
-                       width=5, height=5)
-        for ax in f.axes:
-            ax.set_xscale("log")
-            ax.set_xlabel("distinct units at the end (of 100)")
-        return f
-
+def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
+    frame = results.frame
+    stated = frame[(frame["variant"] == "stated") & (frame["optimizer"] == "adam")]
+    runs = per_run(frame)
+    bayes = float(stated["bayes_acc"].iloc[0]) if len(stated) else None
+    original_bayes = float(runs.loc[runs["variant"] == "faithful", "bayes_acc"].mean())
+    summary = functools.partial(stats.summarize, by=["activation", "init", "epoch"])
     return [
         fig.Figure("curves", "Test accuracy per epoch, stated variant under Adam; mean and 95% band over seeds; "
-                   "dashed: constant initializations; dotted: Bayes limit.", curves, draw_curves),
+                   "dashed: constant initializations; dotted: Bayes limit.", summary(stated, value="test_acc"),
+                   functools.partial(draw_curves, bayes=bayes)),
         fig.Figure("loss", "Training loss per epoch (log scale: the mean loss of the epoch's minibatch steps, each "
                    "from the step's own forward pass), stated variant under Adam; mean and 95% band over "
-                   "seeds of runs with a finite loss.", loss, draw_loss),
+                   "seeds of runs with a finite loss.", summary(stated, value="train_loss"), draw_loss),
         fig.Figure("final", "Final accuracy on 10,000 fresh points per scheme and activation, stated "
                    "variant, under Adam (100 epochs) and full-batch SGD (150 steps, each scheme at its "
-                   "selected rate), with 95% intervals over seeds; dotted: Bayes limit.", final, draw_final),
+                   "selected rate), with 95% intervals over seeds; dotted: Bayes limit.",
+                   stats.summarize(runs[runs["variant"] == "stated"], ["optimizer", "activation", "init"], "eval_acc"),
+                   functools.partial(draw_final, bayes=bayes)),
         fig.Figure("faithful", "The original code's setup: test accuracy per epoch; dotted: the mean Bayes "
-                   "limit of its random-covariance datasets.", original, draw_original),
+                   "limit of its random-covariance datasets.",
+                   stats.summarize(frame[frame["variant"] == "faithful"], ["init", "epoch"], "test_acc"),
+                   functools.partial(draw_original, bayes=original_bayes)),
         fig.Figure("units", "Distinct hidden units at the end of training per layer (log scale): 1 means "
-                   "the layer's symmetry was never broken.", units, draw_units),
+                   "the layer's symmetry was never broken.", distinct_units(runs), draw_units),
         fig.Figure("spec-curve", "The specification curve: each claim's verdict (a row) as stated, with its "
                    "threshold moved either way by its tolerance, and read at half and three quarters of the "
                    "budget, which the source never fixed.", specification_frame(claims),
