@@ -22,6 +22,7 @@ exactly nothing; each kind compiles once, its strengths are traced.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from pathlib import Path
 
@@ -242,10 +243,8 @@ def condition_table(runs: pd.DataFrame) -> pd.DataFrame:
     return table.join(collapsed(runs)).reset_index().round(4)
 
 
-def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
-    runs = per_run(results)
-    weights = results.tables["weights"]
-    bayes = {v: float(runs.loc[runs["variant"] == v, "bayes_acc"].mean()) for v in runs["variant"].unique()}
+def trajectory_figures(weights: pd.DataFrame) -> list[fig.Figure]:
+    """The source's plot per variant: the tracked first-layer weights of one run per condition."""
     out = []
     for variant, strength in [("faithful", 0.1), ("stated", 1e-2)]:
         pick = (weights["variant"] == variant) & (weights["layer"] == 0) & (weights["seed"] == weights["seed"].min()) \
@@ -254,64 +253,70 @@ def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
         traj = weights.loc[pick].assign(condition=lambda d: [condition_label(r, s) for r, s in
                                                              zip(d["regularizer"], d["strength"])])
         traj = traj[["condition", "weight_index", "epoch", "value"]]
-        if traj.empty:
-            continue
-        out.append(fig.Figure(f"trajectories-{variant}", f"The 50 tracked first-layer weights during training, "
-                              f"unregularized, L1 and L2 at {strength:g} ({variant} variant, first seed): the "
-                              "source's plot.", traj, draw_trajectories))
-    swept = runs[(runs["variant"] == "stated") & runs["regularizer"].isin(["l1", "l1_prox", "l2"])]
-    none = runs[(runs["variant"] == "stated") & (runs["regularizer"] == "none")]
-    long = swept.melt(id_vars=[*CONDITION, "seed"], value_vars=WEIGHT_STATS, var_name="quantity")
-    magnitude = stats.summarize(long.replace({"quantity": READABLE}), ["quantity", "regularizer", "strength"], "value")
-    reference = none[WEIGHT_STATS].mean().rename(READABLE)
-
-    def draw_magnitude(data):
-        f = fig.facets(data, "quantity", fig.bands, x="strength", hue="regularizer", ylabel="value", sharey=False)
-        for ax in f.axes:
-            quantity = ax.get_title().removeprefix("quantity = ")
-            ax.axhline(reference[quantity], color="grey", linestyle="--", label="none")
-            ax.set_xscale("log")
-            ax.set_yscale("log" if quantity == READABLE["mean_abs_w"] else "linear")
-        return f
-
-    out.append(fig.Figure("magnitude", "Mean |w| over all weight matrices, fraction of weights under 1e-3 and "
-                          "fraction exactly 0, against the strength (stated variant); dashed: unregularized; "
-                          "mean and 95% band over seeds.", magnitude, draw_magnitude))
-    long = swept.melt(id_vars=[*CONDITION, "seed"], value_vars=["train_acc", "eval_acc"], var_name="accuracy")
-    accuracy = stats.summarize(long.replace({"accuracy": READABLE}), ["accuracy", "regularizer", "strength"], "value")
-
-    def draw_accuracy(data):
-        f = fig.facets(data, "accuracy", fig.bands, x="strength", hue="regularizer", ylabel="accuracy",
-                       bayes=bayes.get("stated"))
-        for ax in f.axes:
-            ax.set_xscale("log")
-            ax.set_ylim(0.45, 1.0)
-        return f
-
-    out.append(fig.Figure("accuracy", "Final training accuracy and large-sample accuracy against the strength "
-                          "(stated variant); dotted: Bayes limit; mean and 95% band over seeds.",
-                          accuracy, draw_accuracy))
-    others = runs[(runs["variant"] == "stated") & runs["regularizer"].isin(["none", "dropout", "maxnorm"])]
-    others = others.assign(condition=[condition_label(r, s) for r, s in zip(others["regularizer"], others["strength"])])
-    long = others.melt(id_vars=["condition", "seed"], value_vars=["eval_acc", "gap"], var_name="measure")
-    compared = stats.summarize(long.replace({"measure": READABLE}), ["measure", "condition"], "value") \
-        .assign(variant="stated")
-
-    def draw_compared(data):
-        f = fig.facets(data, "measure", fig.intervals, y="condition", hue="variant", ylabel="condition",
-                       sharey=True, width=4.5)
-        for ax in f.axes:
-            ax.set_xlabel(ax.get_title().removeprefix("measure = "))
-        return f
-
-    out.append(fig.Figure("dropout-maxnorm", "Large-sample accuracy and generalization gap (train minus "
-                          "large-sample accuracy) of dropout (input 0.2, hidden rate given) and max-norm (bound "
-                          "given) against none (stated variant); mean and 95% interval over seeds.",
-                          compared, draw_compared))
-    out.append(fig.Figure("spec-curve", "The specification curve: each claim's verdict (a row) as stated and "
-                          "with its threshold moved either way by its tolerance (the early-stopped readings are "
-                          "claims of their own).", specification_frame(claims), fig.verdict_grid))
+        if not traj.empty:
+            out.append(fig.Figure(f"trajectories-{variant}", f"The 50 tracked first-layer weights during "
+                                  f"training, unregularized, L1 and L2 at {strength:g} ({variant} variant, first "
+                                  "seed): the source's plot.", traj, draw_trajectories))
     return out
+
+
+def draw_magnitude(data: pd.DataFrame, reference: pd.Series):
+    f = fig.facets(data, "quantity", fig.bands, x="strength", hue="regularizer", ylabel="value", sharey=False)
+    for ax in f.axes:
+        quantity = ax.get_title().removeprefix("quantity = ")
+        ax.axhline(reference[quantity], color="grey", linestyle="--", label="none")
+        ax.set_xscale("log")
+        ax.set_yscale("log" if quantity == READABLE["mean_abs_w"] else "linear")
+    return f
+
+
+def draw_accuracy(data: pd.DataFrame, bayes: float | None):
+    f = fig.facets(data, "accuracy", fig.bands, x="strength", hue="regularizer", ylabel="accuracy", bayes=bayes)
+    for ax in f.axes:
+        ax.set_xscale("log")
+        ax.set_ylim(0.45, 1.0)
+    return f
+
+
+def draw_compared(data: pd.DataFrame):
+    f = fig.facets(data, "measure", fig.intervals, y="condition", hue="variant", ylabel="condition",
+                   sharey=True, width=4.5)
+    for ax in f.axes:
+        ax.set_xlabel(ax.get_title().removeprefix("measure = "))
+    return f
+
+
+def summarized(runs: pd.DataFrame, values: list[str], name: str, by: list[str]) -> pd.DataFrame:
+    """`values` of each run in long form (their readable names in column `name`), summarized over seeds by `by`."""
+    long = runs.melt(id_vars=[*by, "seed"], value_vars=values, var_name=name)
+    return stats.summarize(long.replace({name: READABLE}), [name, *by], "value")
+
+
+def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
+    runs = per_run(results)
+    stated = runs[runs["variant"] == "stated"]
+    swept = stated[stated["regularizer"].isin(["l1", "l1_prox", "l2"])]
+    reference = stated.loc[stated["regularizer"] == "none", WEIGHT_STATS].mean().rename(READABLE)
+    others = stated[stated["regularizer"].isin(["none", "dropout", "maxnorm"])]
+    others = others.assign(condition=[condition_label(r, s) for r, s in zip(others["regularizer"], others["strength"])])
+    return trajectory_figures(results.tables["weights"]) + [
+        fig.Figure("magnitude", "Mean |w| over all weight matrices, the fraction of weights under 1e-3, under 5% "
+                   "of their matrix's mean |w| and exactly 0, against the strength (stated variant); dashed: "
+                   "unregularized; mean and 95% band over seeds.",
+                   summarized(swept, WEIGHT_STATS, "quantity", ["regularizer", "strength"]),
+                   functools.partial(draw_magnitude, reference=reference)),
+        fig.Figure("accuracy", "Final training accuracy and large-sample accuracy against the strength "
+                   "(stated variant); dotted: Bayes limit; mean and 95% band over seeds.",
+                   summarized(swept, ["train_acc", "eval_acc"], "accuracy", ["regularizer", "strength"]),
+                   functools.partial(draw_accuracy, bayes=float(stated["bayes_acc"].mean()) if len(stated) else None)),
+        fig.Figure("dropout-maxnorm", "Large-sample accuracy and generalization gap (train minus "
+                   "large-sample accuracy) of dropout (input 0.2, hidden rate given) and max-norm (bound "
+                   "given) against none (stated variant); mean and 95% interval over seeds.",
+                   summarized(others, ["eval_acc", "gap"], "measure", ["condition"]).assign(variant="stated"),
+                   draw_compared),
+        fig.Figure("spec-curve", "The specification curve: each claim's verdict (a row) as stated and "
+                   "with its threshold moved either way by its tolerance (the early-stopped readings are "
+                   "claims of their own).", specification_frame(claims), fig.verdict_grid)]
 
 
 def draw_trajectories(data: pd.DataFrame):
