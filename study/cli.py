@@ -84,17 +84,24 @@ def cmd_run(args) -> None:
         res = runner.run(module.NAME, programs, config, progress=log, batch_runs=args.batch_runs)
         path = results.path_for(args.out, module.NAME)
         if jax.process_index() == 0:  # every host holds the gathered results; one writes
-            try:
-                results.write(path, res)
-            except OSError as err:  # e.g. a full disk: the previous files stay whole
-                raise results.ResultsError(f"cannot write {path}: {err.strerror or err}; the previous files "
-                                           "are unchanged") from None
-        files = [(path, res.frame)] + [(results.table_path(path, k), f) for k, f in res.tables.items()]
-        written = ", ".join(f"{p.name} ({len(f):,} rows)" for p, f in files)
+            save(path, res)
+        files = [(path.name, res.frame)] + [(f"{module.NAME}-{k}", f) for k, f in res.tables.items()]
+        written = ", ".join(f"{name} ({len(f):,} rows)" for name, f in files)
         log(f"[{module.NAME}] wrote {written} to {path.parent} in {time.perf_counter() - start:.1f} s")
     hits, misses = devices.cache_counts()
     if devices.cache_dir():
         log(f"compilation cache {devices.cache_dir()}: {hits} programs loaded, {misses} compiled")
+
+
+def save(path: Path, res: results.Results) -> None:
+    """`results.write`, its failure (e.g. a full disk) one line that says
+    what the reader of `path` now finds."""
+    existed = path.exists()
+    try:
+        results.write(path, res)
+    except OSError as err:
+        kept = f"{path.name} still holds the previous results, unchanged" if existed else "no results were kept"
+        raise results.ResultsError(f"cannot write {path}: {err.strerror or err}; {kept}") from None
 
 
 def load(module, out: Path) -> results.Results:
