@@ -7,6 +7,7 @@ written; every output file is written atomically.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import os
 import sys
@@ -72,7 +73,19 @@ def plans(args) -> list[tuple]:
         results.check_writable(results.path_for(args.out, "x").parent)
     except OSError as err:
         raise UsageError(f"cannot write results under {args.out}: {err.strerror or err}") from None
+    check_cache()
     return out
+
+
+def check_cache() -> None:
+    """A compilation cache that cannot be written is a UsageError before any
+    work (JAX would only warn, and compile every program again)."""
+    if devices.cache_dir() is not None:
+        try:
+            results.check_writable(devices.cache_dir())
+        except OSError as err:
+            raise UsageError(f"cannot use the compilation cache {devices.cache_dir()} ({devices.CACHE_ENV}): "
+                             f"{err.strerror or err}") from None
 
 
 def cmd_run(args) -> None:
@@ -108,39 +121,70 @@ def load(module, out: Path) -> results.Results:
     return results.read(results.path_for(out, module.NAME))
 
 
+@contextlib.contextmanager
+def writing(what: str, folder: Path):
+    """Check that `folder` can take files, and turn an OSError while writing
+    (a full disk, a file where the folder should be) into one line."""
+    try:
+        results.check_writable(folder)
+        yield
+    except OSError as err:
+        raise UsageError(f"cannot write {what} under {folder}: {err.strerror or err}") from None
+
+
 def cmd_figures(args) -> None:
     modules = registry.select(args.name)
     loaded = [(m, load(m, args.out)) for m in modules]  # every file checked before any is drawn
+    folder = Path(args.out) / "figures"
     for module, res in loaded:
-        drawn = module.figures(res)
-        paths = [p for f in drawn for p in figures.save(f, module.NAME, args.out)]
-        paths.append(figures.save_captions(drawn, module.NAME, args.out))
-        log(f"[{module.NAME}] wrote {len(paths)} figure files to {Path(args.out) / 'figures'}")
+        with writing("figures", folder):
+            drawn = module.figures(res)
+            paths = [p for f in drawn for p in figures.save(f, module.NAME, args.out)]
+            paths.append(figures.save_captions(drawn, module.NAME, args.out, res.metadata["write_id"]))
+        log(f"[{module.NAME}] wrote {len(paths)} figure files to {folder}")
+
+
+def captions_of(module, res: results.Results, out: Path) -> list[tuple[str, str]]:
+    """The captions of figures drawn from exactly these results."""
+    write_id, captions = figures.load_captions(module.NAME, out)
+    if write_id != res.metadata["write_id"]:
+        raise results.ResultsError(f"{figures.captions_path(module.NAME, out)} belongs to figures drawn from "
+                                   f"another run of {module.NAME}; run `study figures {module.NAME} --out {out}`")
+    return captions
 
 
 def cmd_report(args) -> None:
     """A section per experiment with results; the others are named as missing."""
     modules = list(registry.experiments().values())
     present = [m for m in modules if results.path_for(args.out, m.NAME).exists()] or modules[:1]
-    loaded = [(m, load(m, args.out), figures.read_captions(m.NAME, args.out)) for m in present]
+    loaded = [(m, res, captions_of(m, res, args.out)) for m in present for res in [load(m, args.out)]]
     sections = [(modules.index(m) + 1, m.section(res), res.metadata, captions) for m, res, captions in loaded]
     missing = [m.NAME for m in modules if m not in present]
     md = report.render(sections, missing)
-    paths = report.write(md, report.claims_frame([(n, s) for n, s, _, _ in sections]), args.out)
+    with writing("the report", Path(args.out) / "paper"):
+        paths = report.write(md, report.claims_frame([(n, s) for n, s, _, _ in sections]), args.out)
     log(f"wrote {', '.join(map(str, paths))}")
+
+
+VERIFY_TOLERANCE = 1e-6  # the largest absolute difference of any number that verify accepts (timings aside)
 
 
 def cmd_verify(args) -> int:
     """Rerun one experiment at its committed config and compare: 1 when a
-    claim's verdict changed."""
+    claim's verdict changed or a number moved by more than VERIFY_TOLERANCE."""
     module = registry.get(args.name)
     committed = load(module, args.out)
     config = committed.metadata["config"]
+    check_cache()
     devices.configure()
     programs = module.plan(seeds=config["seeds"], epochs=config["epochs"], quick=config["quick"])
     rerun = runner.run(module.NAME, programs, config, progress=log)
+    moved = 0
     for table, column, diff in results.differences(committed, rerun):
+        moved += diff > VERIFY_TOLERANCE
         print(f"{module.NAME}{'-' + table if table else ''}.{column}: largest absolute difference {diff:.3g}")
+    print(f"columns that differ by more than {VERIFY_TOLERANCE:g}: {moved}" if moved else
+          f"every number within {VERIFY_TOLERANCE:g} of the committed one")
     changed, cells = 0, []
     claims = list(zip(module.section(committed).claims, module.section(rerun).claims))
     for i, (before, after) in enumerate(claims, 1):
@@ -151,7 +195,7 @@ def cmd_verify(args) -> int:
                   for a, b in zip(before.result.cells, after.result.cells) if a.verdict != b.verdict]
     print("\n".join(cells) or "no cell verdict changed")
     print(f"{len(claims) - changed} of {len(claims)} verdicts unchanged")
-    return 1 if changed else 0
+    return 1 if changed or moved else 0
 
 
 def cmd_all(args) -> None:
@@ -219,7 +263,7 @@ def build_parser() -> Parser:
     add("report", cmd_report, "write paper/report.md and paper/report.html", experiment=False)
     add("all", cmd_all, "run, figures and report", experiment=False, training=True)
     add("verify", cmd_verify, "rerun an experiment at its committed config and compare data and verdicts "
-        "(exit 1 when a verdict changed)")
+        f"(exit 1 when a verdict changed or a number differs by more than {VERIFY_TOLERANCE:g})")
     bench = sub.add_parser("bench", help="time a workload, compilation included (no compilation cache)")
     bench.add_argument("workload", choices=BENCHMARKS, help="peer: the peer workload (16 seeds x 11 schemes, "
                        "1000 full-batch epochs); grid: the initialization grid against the matmul floor and a "
