@@ -253,6 +253,7 @@ def check_last_epochs(path: Path, frame: pd.DataFrame, metadata: dict) -> None:
 
 
 def read_params(path: Path, metadata: dict) -> dict[str, np.ndarray]:
+    """The kept weights, checked to come from the main file's write."""
     file = params_path(path, metadata["write_id"])
     try:
         with np.load(file) as kept:
@@ -266,6 +267,7 @@ def read_params(path: Path, metadata: dict) -> dict[str, np.ndarray]:
 
 
 def read_set(path: Path, frame: pd.DataFrame, metadata: dict) -> Results:
+    """The tables and weights the main file names, every file checked."""
     tables = {}
     for name in metadata["tables"]:
         file = table_path(path, name, metadata["write_id"])

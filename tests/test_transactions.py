@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from study import results
+from study import cli, results
 
 META = {"experiment": "x", "config": {"seeds": 2, "quick": True, "epochs": 1}, "versions": {}, "git_commit": "abc",
         "programs": [{"label": "p", "setup": {"epochs": 1}, "runs": 2, "model": [], "compile_s": 1.0, "train_s": 2.0}],
@@ -105,3 +105,32 @@ def test_a_kill_at_any_step_leaves_the_old_set_or_the_new_and_the_next_write_cle
     assert same(results.read(path), NEW if k >= 9 else OLD)
     results.write(path, NEW)
     assert same(results.read(path), NEW) and sorted(os.listdir(path.parent)) == own_files(path)
+
+
+def test_a_read_overtaken_by_a_commit_reads_the_new_set(tmp_path, monkeypatch):
+    """A write that commits, and removes the old tables, between a reader's
+    reading of the main file and of the tables: the reader reads again."""
+    path = results.path_for(tmp_path, "x")
+    results.write(path, OLD)
+    read_frame, overtaken = results.read_frame, []
+
+    def commit_meanwhile(file):
+        got = read_frame(file)
+        if not overtaken:
+            overtaken.append(results.write(path, NEW))
+        return got
+
+    monkeypatch.setattr(results, "read_frame", commit_meanwhile)
+    assert same(results.read(path), NEW) and overtaken
+
+
+@pytest.mark.parametrize("previous, says", [(True, "x.parquet still holds the previous results, unchanged"),
+                                            (False, "no results were kept")])
+def test_a_failed_write_says_what_a_reader_now_finds(tmp_path, monkeypatch, previous, says):
+    path = results.path_for(tmp_path, "x")
+    if previous:
+        results.write(path, OLD)
+    fail_at(monkeypatch, 1, full_disk)
+    with pytest.raises(results.ResultsError) as err:
+        cli.save(path, NEW)
+    assert str(err.value) == f"cannot write {path}: No space left on device; {says}"
