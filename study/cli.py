@@ -7,6 +7,7 @@ written; every output file is written atomically.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import os
 import sys
@@ -71,7 +72,19 @@ def plans(args) -> list[tuple]:
         results.check_writable(results.path_for(args.out, "x").parent)
     except OSError as err:
         raise UsageError(f"cannot write results under {args.out}: {err.strerror or err}") from None
+    check_cache()
     return out
+
+
+def check_cache() -> None:
+    """A compilation cache that cannot be written is a UsageError before any
+    work (JAX would only warn, and compile every program again)."""
+    if devices.cache_dir() is not None:
+        try:
+            results.check_writable(devices.cache_dir())
+        except OSError as err:
+            raise UsageError(f"cannot use the compilation cache {devices.cache_dir()} ({devices.CACHE_ENV}): "
+                             f"{err.strerror or err}") from None
 
 
 def cmd_run(args) -> None:
@@ -83,39 +96,68 @@ def cmd_run(args) -> None:
         res = runner.run(question.name, programs, config, progress=log, batch_runs=args.batch_runs)
         path = results.path_for(args.out, question.name)
         if jax.process_index() == 0:  # every host holds the gathered results; one writes
-            try:
-                results.write(path, res)
-            except OSError as err:  # e.g. a full disk: the previous files stay whole
-                raise results.ResultsError(f"cannot write {path}: {err.strerror or err}; the previous files "
-                                           "are unchanged") from None
-        files = [(path, res.frame)] + [(results.table_path(path, k), f) for k, f in res.tables.items()]
-        written = ", ".join(f"{p.name} ({len(f):,} rows)" for p, f in files)
+            save(path, res)
+        files = [(path.name, res.frame)] + [(f"{question.name}-{k}", f) for k, f in res.tables.items()]
+        written = ", ".join(f"{name} ({len(f):,} rows)" for name, f in files)
         log(f"[{question.name}] wrote {written} to {path.parent} in {time.perf_counter() - start:.1f} s")
     hits, misses = devices.cache_counts()
     if devices.cache_dir():
         log(f"compilation cache {devices.cache_dir()}: {hits} programs loaded, {misses} compiled")
 
 
+def save(path: Path, res: results.Results) -> None:
+    """`results.write`, its failure (e.g. a full disk) one line that says
+    what the reader of `path` now finds."""
+    existed = path.exists()
+    try:
+        results.write(path, res)
+    except OSError as err:
+        kept = f"{path.name} still holds the previous results, unchanged" if existed else "no results were kept"
+        raise results.ResultsError(f"cannot write {path}: {err.strerror or err}; {kept}") from None
+
+
 def load(question, out: Path) -> results.Results:
     return results.read(results.path_for(out, question.name))
+
+
+@contextlib.contextmanager
+def writing(what: str, folder: Path):
+    """Check that `folder` can take files, and turn an OSError while writing
+    (a full disk, a file where the folder should be) into one line."""
+    try:
+        results.check_writable(folder)
+        yield
+    except OSError as err:
+        raise UsageError(f"cannot write {what} under {folder}: {err.strerror or err}") from None
 
 
 def cmd_figures(args) -> None:
     questions = registry.select(args.name)
     loaded = [(q, load(q, args.out)) for q in questions]  # every file checked before any is drawn
+    folder = Path(args.out) / "figures"
     for question, res in loaded:
-        drawn = question.figures(res, question.claims(res))
-        paths = [p for f in drawn for p in figures.save(f, question.name, args.out)]
-        paths.append(figures.save_captions(drawn, question.name, args.out))
-        log(f"[{question.name}] wrote {len(paths)} figure files to {Path(args.out) / 'figures'}")
+        with writing("figures", folder):
+            drawn = question.figures(res, question.claims(res))
+            paths = [p for f in drawn for p in figures.save(f, question.name, args.out)]
+            paths.append(figures.save_captions(drawn, question.name, args.out, res.metadata["write_id"]))
+        log(f"[{question.name}] wrote {len(paths)} figure files to {folder}")
+
+
+def captions_of(question, res: results.Results, out: Path) -> list[tuple[str, str]]:
+    """The captions of figures drawn from exactly these results."""
+    write_id, captions = figures.load_captions(question.name, out)
+    if write_id != res.metadata["write_id"]:
+        raise results.ResultsError(f"{figures.captions_path(question.name, out)} belongs to figures drawn from "
+                                   f"another run of {question.name}; run `study figures {question.name} --out {out}`")
+    return captions
 
 
 def chapter(number: int, question, out: Path) -> report.Chapter:
-    """A question's part of the report, from its results and figure captions."""
+    """A question's part of the report, from its results and the captions of figures drawn from them."""
     res = load(question, out)
     evaluated = question.claims(res)
     return report.Chapter(number, question, evaluated, question.section(res, evaluated), res.metadata,
-                          figures.read_captions(question.name, out))
+                          captions_of(question, res, out))
 
 
 def cmd_report(args) -> None:
@@ -125,27 +167,36 @@ def cmd_report(args) -> None:
     chapters = [chapter(questions.index(q) + 1, q, args.out) for q in present]
     missing = [q.name for q in questions if q not in present]
     table = claims.claims_frame([(c.number, c.claims) for c in chapters])
-    paths = report.write(report.render(chapters, missing), table, args.out,
-                         report.findings(chapters, "paper/report.html#"))
+    with writing("the report", Path(args.out) / "paper"):
+        paths = report.write(report.render(chapters, missing), table, args.out,
+                             report.findings(chapters, "paper/report.html#"))
     log(f"wrote {', '.join(map(str, paths))}")
+
+
+VERIFY_TOLERANCE = 1e-6  # the largest absolute difference of any number that verify accepts (timings aside)
 
 
 def cmd_verify(args) -> int:
     """Rerun one experiment at its committed config and compare: 1 when a
-    claim's verdict changed."""
+    claim's verdict changed or a number moved by more than VERIFY_TOLERANCE."""
     question = registry.get(args.name)
     committed = load(question, args.out)
     config = committed.metadata["config"]
+    check_cache()
     devices.configure()
     programs = question.plan(config["seeds"], config["epochs"], config["quick"])
     rerun = runner.run(question.name, programs, config, progress=log)
+    moved = 0
     for table, column, diff in results.differences(committed, rerun):
+        moved += diff > VERIFY_TOLERANCE
         print(f"{question.name}{'-' + table if table else ''}.{column}: largest absolute difference {diff:.3g}")
+    print(f"columns that differ by more than {VERIFY_TOLERANCE:g}: {moved}" if moved else
+          f"every number within {VERIFY_TOLERANCE:g} of the committed one")
     before = question.claims(committed)
     changed, cells = claims.changes(before, question.claims(rerun))
     print("\n".join(changed + (cells or ["no cell verdict changed"])))
     print(f"{len(before) - len(changed)} of {len(before)} verdicts unchanged")
-    return 1 if changed else 0
+    return 1 if changed or moved else 0
 
 
 def cmd_all(args) -> None:
@@ -223,7 +274,7 @@ def build_parser() -> Parser:
     add("report", cmd_report, "write paper/report.md and paper/report.html", experiment=False)
     add("all", cmd_all, "run, figures and report", experiment=False, training=True)
     add("verify", cmd_verify, "rerun an experiment at its committed config and compare data and verdicts "
-        "(exit 1 when a verdict changed)")
+        f"(exit 1 when a verdict changed or a number differs by more than {VERIFY_TOLERANCE:g})")
     calibrate = add("calibrate", cmd_calibrate, "measure the coverage of the interval methods on simulated seeds "
                     "and write paper/calibration.csv", experiment=False)
     calibrate.add_argument("--repetitions", type=positive, default=calibration.REPETITIONS,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -185,20 +186,38 @@ def captions_path(experiment: str, out: Path) -> Path:
     return Path(out) / "figures" / f"{experiment}-captions.json"
 
 
-def save_captions(figures: list[Figure], experiment: str, out: Path) -> Path:
+def save_captions(figures: list[Figure], experiment: str, out: Path, write_id: str) -> Path:
     """`figures/<experiment>-captions.json`: each figure's file stem and
-    caption, in order, for the report (which never recomputes a figure)."""
+    caption, in order, for the report (which never recomputes a figure),
+    and the write id of the results they were drawn from."""
     path = captions_path(experiment, out)
-    captions = [[f"{experiment}-{f.name}", f.caption] for f in figures]
+    captions = {"write_id": write_id, "captions": [[f"{experiment}-{f.name}", f.caption] for f in figures]}
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(captions, indent=1) + "\n"))
     return path
 
 
-def read_captions(experiment: str, out: Path) -> list[tuple[str, str]]:
+def load_captions(experiment: str, out: Path) -> tuple[str, list[tuple[str, str]]]:
+    """The write id the figures were drawn from and their (stem, caption)
+    pairs, or a one-line ResultsError for a missing or malformed file."""
     path = captions_path(experiment, out)
     if not path.is_file():
         raise ResultsError(f"no figure captions {path}; run `study figures {experiment} --out {out}` first")
-    return [tuple(pair) for pair in json.loads(path.read_text())]
+    try:
+        data = json.loads(path.read_text())
+        pairs = [(stem, caption) for stem, caption in data["captions"]]
+        valid = isinstance(data["write_id"], str) and all(
+            isinstance(caption, str) and re.fullmatch(rf"{re.escape(experiment)}-[\w-]+", stem)
+            for stem, caption in pairs)
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError):
+        valid = False
+    if not valid:
+        raise ResultsError(f"{path} is not a captions file of this package; run `study figures {experiment} "
+                           f"--out {out}` again")
+    return data["write_id"], pairs
+
+
+def read_captions(experiment: str, out: Path) -> list[tuple[str, str]]:
+    return load_captions(experiment, out)[1]
 
 
 def save(figure: Figure, experiment: str, out: Path) -> list[Path]:

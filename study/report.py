@@ -14,9 +14,12 @@ from __future__ import annotations
 import base64
 import dataclasses
 import re
+import xml.etree.ElementTree
 from pathlib import Path
 
 import markdown
+import markdown.inlinepatterns
+import markdown.treeprocessors
 import pandas as pd
 
 from study import stats
@@ -214,8 +217,36 @@ def render(chapters: list[Chapter], missing: list[str] = ()) -> str:
     return "\n".join([head, *map(render_section, chapters)])
 
 
+class NoRawHtml(markdown.Extension):
+    """Every string of the report reaches HTML as text: raw HTML in the
+    Markdown (from data, metadata, captions or prose) is escaped, links go
+    only to anchors, the web and the figures; the report's own anchors
+    `<a id="..."></a>` are the one tag kept."""
+
+    ANCHOR = r'<a id="([\w-]+)"></a>'
+    LINKS = ("#", "https://", "http://", "../figures/")
+
+    class Anchor(markdown.inlinepatterns.InlineProcessor):
+        def handleMatch(self, match, data):
+            return xml.etree.ElementTree.Element("a", {"id": match.group(1)}), match.start(0), match.end(0)
+
+    class SafeLinks(markdown.treeprocessors.Treeprocessor):
+        def run(self, root):
+            for element in root.iter():
+                for attribute in ("href", "src"):
+                    if not element.get(attribute, "#").startswith(NoRawHtml.LINKS):
+                        del element.attrib[attribute]
+
+    def extendMarkdown(self, md):
+        md.preprocessors.deregister("html_block")
+        md.inlinePatterns.deregister("html")
+        md.inlinePatterns.register(self.Anchor(self.ANCHOR, md), "anchor", 90)
+        md.treeprocessors.register(self.SafeLinks(md), "safe_links", 0)
+
+
 def to_html(md: str, base: Path) -> str:
-    """Standalone HTML: Markdown rendered, figures embedded as data URIs."""
+    """Standalone HTML: Markdown rendered with raw HTML escaped, figures
+    embedded as data URIs."""
 
     def embed(match):
         path = (base / match.group(1)).resolve()
@@ -223,8 +254,8 @@ def to_html(md: str, base: Path) -> str:
             raise ResultsError(f"missing figure {path}; run `study figures` first")
         return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
 
-    body = markdown.markdown(md, extensions=["tables", "toc"])
-    body = re.sub(r'src="([^"]+\.png)"', embed, body)
+    body = markdown.markdown(md, extensions=["tables", "toc", NoRawHtml()])
+    body = re.sub(r'src="(\.\./figures/[\w-]+\.png)"', embed, body)
     style = ("body{font-family:sans-serif;max-width:70em;margin:auto;padding:1em;line-height:1.4}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:.2em .5em}"
              "img{max-width:100%}")

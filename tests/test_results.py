@@ -11,8 +11,12 @@ import pytest
 from study import results
 
 FRAME = pd.DataFrame({"init": ["zeros", "he_normal"], "seed": np.array([0, 1], np.int32),
+                      "epoch": np.array([1, 1], np.int32), "test_acc": [0.5, 0.75],
                       "eval_acc": [np.nan, 0.95], "diverged": [False, True]})
-META = {"experiment": "x", "config": {"seeds": 2, "quick": True}, "programs": [{"model": [[12, 100]]}]}
+PROGRAM = {"label": "p", "setup": {"epochs": 1}, "runs": 2, "model": [[12, 100]], "compile_s": 1.0, "train_s": 2.0}
+META = {"experiment": "x", "config": {"seeds": 2, "quick": True, "epochs": 1}, "programs": [PROGRAM],
+        "versions": {"numpy": "2.0"}, "git_commit": "abc", "wall_time_s": 3.0,
+        "devices": {"platform": "cpu", "kind": "cpu", "count": 2, "xla_flags": ""}}
 
 
 def test_round_trip_keeps_frame_and_metadata(tmp_path):
@@ -24,18 +28,19 @@ def test_round_trip_keeps_frame_and_metadata(tmp_path):
     pd.testing.assert_frame_equal(back.tables["layers"], layers)
     write_id = back.metadata.pop("write_id")
     assert back.metadata == {**META, "tables": ["layers"], "params": []} and len(write_id) == 32
-    assert sorted(os.listdir(path.parent)) == ["x-layers.parquet", "x.parquet"]
+    assert sorted(os.listdir(path.parent)) == [f"x-layers.{write_id[:8]}.parquet", "x.parquet"]
+    assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
 
 
 def test_a_table_from_another_write_is_caught(tmp_path):
-    """A kill between the renames of a multi-file write leaves new tables
-    beside the old main file: reading them together is an error."""
+    """A table of another write under this write's name (copied by hand)
+    is caught by its full write id."""
     path = results.path_for(tmp_path, "x")
     results.write(path, results.Results(FRAME, META, {"layers": FRAME}))
-    old_main = path.read_bytes()
+    old = results.table_path(path, "layers", results.read(path).metadata["write_id"]).read_bytes()
     results.write(path, results.Results(FRAME, META, {"layers": FRAME}))
-    path.write_bytes(old_main)
-    with pytest.raises(results.ResultsError, match="x-layers.parquet and x.parquet come from different runs"):
+    results.table_path(path, "layers", results.read(path).metadata["write_id"]).write_bytes(old)
+    with pytest.raises(results.ResultsError, match=r"x-layers\.\w+\.parquet and x.parquet come from different runs"):
         results.read(path)
 
 
@@ -44,8 +49,9 @@ def test_kept_weights_from_another_write_or_truncated_are_caught(tmp_path):
     params = {"w": np.ones((2, 3), np.float32)}
     results.write(path, results.Results(FRAME, META, {}, params))
     np.testing.assert_array_equal(results.read(path).params["w"], params["w"])
-    results.params_path(path).write_bytes(results.params_path(path).read_bytes()[:40])
-    with pytest.raises(results.ResultsError, match="x-params.npz is missing or not this run's weights"):
+    kept = results.params_path(path, results.read(path).metadata["write_id"])
+    kept.write_bytes(kept.read_bytes()[:40])
+    with pytest.raises(results.ResultsError, match=r"x-params\.\w+\.npz is missing or not this run's weights"):
         results.read(path)
 
 
@@ -58,7 +64,7 @@ def test_stale_temporaries_of_a_killed_write_are_removed_by_the_next(tmp_path):
 
 
 @pytest.mark.parametrize("frame, problem", [
-    (FRAME.iloc[:0], "no rows"),
+    (FRAME.iloc[:0], "has no rows"),
     (FRAME.assign(epoch=[1.0, 1.5]), "epochs that are not whole numbers"),
     (FRAME.assign(epoch=[1.0, np.nan]), "epochs that are not whole numbers"),
 ])
@@ -72,8 +78,8 @@ def test_results_without_rows_or_with_odd_epochs_are_rejected(tmp_path, frame, p
 def test_missing_table_file_is_a_one_line_error(tmp_path):
     path = results.path_for(tmp_path, "x")
     results.write(path, results.Results(FRAME, META, {"weights": FRAME}))
-    os.remove(results.table_path(path, "weights"))
-    with pytest.raises(results.ResultsError, match="no results file .*x-weights.parquet; run `study run x`"):
+    os.remove(results.table_path(path, "weights", results.read(path).metadata["write_id"]))
+    with pytest.raises(results.ResultsError, match=r"no results file .*x-weights\.\w+\.parquet; run `study run x`"):
         results.read(path)
 
 
@@ -90,6 +96,14 @@ def test_failed_write_keeps_previous_file_and_leaves_no_temporary(tmp_path):
         results.atomic_write(path, broken)
     assert path.read_bytes() == before
     assert os.listdir(path.parent) == ["x.parquet"]
+
+
+def test_checking_that_results_can_be_written_leaves_no_folder_behind(tmp_path):
+    results.check_writable(tmp_path / "a" / "b" / "results")
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError):
+        results.check_writable(tmp_path / "file" / "results")
 
 
 def test_missing_file_is_a_one_line_error(tmp_path):
@@ -123,8 +137,8 @@ def test_kept_weights_of_another_write_are_caught(tmp_path):
     path = results.path_for(tmp_path, "x")
     params = {"w": np.ones((2, 3), np.float32)}
     results.write(path, results.Results(FRAME, META, {}, params))
-    old_weights = results.params_path(path).read_bytes()
+    old_weights = results.params_path(path, results.read(path).metadata["write_id"]).read_bytes()
     results.write(path, results.Results(FRAME, META, {}, params))
-    results.params_path(path).write_bytes(old_weights)
-    with pytest.raises(results.ResultsError, match="x-params.npz and x.parquet come from different runs"):
+    results.params_path(path, results.read(path).metadata["write_id"]).write_bytes(old_weights)
+    with pytest.raises(results.ResultsError, match=r"x-params\.\w+\.npz and x.parquet come from different runs"):
         results.read(path)
