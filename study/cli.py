@@ -152,19 +152,19 @@ def captions_of(question, res: results.Results, out: Path) -> list[tuple[str, st
     return captions
 
 
-def chapter(number: int, question, out: Path) -> report.Chapter:
+def chapter(number: int, question, res: results.Results, captions: list[tuple[str, str]]) -> report.Chapter:
     """A question's part of the report, from its results and the captions of figures drawn from them."""
-    res = load(question, out)
     evaluated = question.claims(res)
-    return report.Chapter(number, question, evaluated, question.section(res, evaluated), res.metadata,
-                          captions_of(question, res, out))
+    return report.Chapter(number, question, evaluated, question.section(res, evaluated), res.metadata, captions)
 
 
 def cmd_report(args) -> None:
-    """A section per experiment with results; the others are named as missing."""
+    """A section per experiment with results; the others are named as missing. Every
+    file is read and checked before any claim is evaluated or anything written."""
     questions = list(registry.experiments().values())
     present = [q for q in questions if results.path_for(args.out, q.name).exists()] or questions[:1]
-    chapters = [chapter(questions.index(q) + 1, q, args.out) for q in present]
+    loaded = [(q, res, captions_of(q, res, args.out)) for q in present for res in [load(q, args.out)]]
+    chapters = [chapter(questions.index(q) + 1, q, res, captions) for q, res, captions in loaded]
     missing = [q.name for q in questions if q not in present]
     table = claims.claims_frame([(c.number, c.claims) for c in chapters])
     with writing("the report", Path(args.out) / "paper"):
