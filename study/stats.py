@@ -165,7 +165,6 @@ class Unit:
             return mean
         return f"{mean} [{self.shown(ci.lo, digits, 'down'):.{digits}f}, {self.shown(ci.hi, digits, 'up'):.{digits}f}]"
 
-
     def number(self, value: float) -> str:
         """A single number in this unit (a threshold, a tolerance, a detectable effect)."""
         return self.format(Interval(value, value, value, 1))
