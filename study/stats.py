@@ -271,31 +271,29 @@ class Evaluation:
 
 def evaluate(cells: dict[str, np.ndarray | Interval], rule: Rule, bounds=(-np.inf, np.inf)) -> Evaluation:
     """A claim's verdict: per cell (label -> per-seed values, or an Interval
-    measured once) an interval at the claim's Bonferroni level and its
-    verdict; the claim's verdict over the cells, and its stability."""
+    measured once) an interval at the claim's Bonferroni level, its verdict,
+    its detectable effect and the seeds that would bring that down to the
+    tie band's half-width; the claim's verdict over the cells, and its stability."""
     level = family_level(len(cells))
-    out = judged(cells, rule, level, bounds)
+    out = []
+    for label, values in cells.items():
+        ci = interval(values, level, bounds)
+        power = (np.nan, 0) if isinstance(values, Interval) else \
+            (detectable(values, level), seeds_needed(values, rule.tolerance, level) if rule.tolerance else 0)
+        out.append(Cell(label, ci, rule.cell(ci), *power))
     verdict = overall_verdict([c.verdict for c in out])
     return Evaluation(out, verdict, level, stability(cells, rule, level, bounds, verdict))
 
 
-def judged(cells: dict[str, np.ndarray | Interval], rule: Rule, level: float, bounds) -> list[Cell]:
-    """Each cell's interval at `level`, its verdict, its detectable effect
-    and the seeds that would bring it down to the tie band's half-width."""
-    out = []
-    for label, values in cells.items():
-        if isinstance(values, Interval):
-            out.append(Cell(label, values, rule.cell(values), np.nan, 0))
-            continue
-        ci = mean_ci(values, level, bounds)
-        out.append(Cell(label, ci, rule.cell(ci), detectable(values, level),
-                        seeds_needed(values, rule.tolerance, level) if rule.tolerance > 0 else 0))
-    return out
+def interval(values: np.ndarray | Interval, level: float, bounds) -> Interval:
+    """A cell's interval: of its per-seed values, or the number measured once."""
+    return values if isinstance(values, Interval) else mean_ci(values, level, bounds)
 
 
 def verdict_of(cells: dict[str, np.ndarray | Interval], rule: Rule, bounds=(-np.inf, np.inf)) -> str:
     """The claim's verdict alone (no stability): for its other analysis choices."""
-    return overall_verdict([c.verdict for c in judged(cells, rule, family_level(len(cells)), bounds)])
+    level = family_level(len(cells))
+    return overall_verdict([rule.cell(interval(values, level, bounds)) for values in cells.values()])
 
 
 def stability(cells: dict, rule: Rule, level: float, bounds, verdict: str) -> float:
