@@ -173,7 +173,8 @@ def rho_cells(conv: pd.DataFrame, measure: str, optimizer: str, name_first: bool
 
 def claims(results: Results) -> list[Claim]:
     """Per measure and per optimizer (it sets the order), with the verdict
-    under the analysis choices of `CHOICES`."""
+    under the analysis choices of `CHOICES`; then the design checks that
+    each measure is read where the weights have settled."""
     layers = results.tables["layers"]
     conv = convergence(layers)
     choices = {label: choice for options in CHOICES.values() for label, choice in options.items()}
@@ -199,6 +200,27 @@ def claims(results: Results) -> list[Claim]:
             statistic="Spearman's rho of the CKA gap area against layer index; claimed above 0.",
             cells=rho_cells(conv, "CKA gap area", optimizer, name_first=False), threshold=0.0, claimed="above",
                          unit=unit))
+    return out + settled_checks(conv, layers)
+
+
+LATE, SETTLED = 0.75, 0.10  # the budget's last quarter; at most this share of convergence epochs in it
+
+
+def settled_checks(conv: pd.DataFrame, layers: pd.DataFrame) -> list[Claim]:
+    """Per measure with a convergence epoch: the share of (run, layer)
+    epochs in the last quarter of the budget, per cell. A measure whose
+    epochs crowd the budget's end reads the budget, not the layers."""
+    budget = conv["variant"].map(layers.groupby("variant")["epoch"].max())
+    out = []
+    for measure in [m for m in MEASURES if m != "CKA gap area"]:
+        late = (conv[measure] > LATE * budget).groupby([conv[c] for c in CELL], sort=False).mean()
+        out.append(Claim(
+            source="this study", text=f"Layers settle within the budget. Measure: {measure}.", source_number="none",
+            statistic=f"the share of (run, layer) convergence epochs in the last quarter of the budget, per cell; "
+            f"measured once; claimed below {SETTLED:.0%}.",
+            cells={cell_label(key): stats.Interval(v, v, v, 1) for key, v in late.items()},
+            threshold=SETTLED, claimed="below", design_check=True,
+            unit=stats.Unit(0.02, scale=100, digits=0, suffix="%", bounds=(0.0, 1.0))))
     return out
 
 
