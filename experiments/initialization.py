@@ -31,7 +31,7 @@ from study import inits, report, stats
 from study.data import TwoGaussians
 from study.results import Results
 from study.runner import Program
-from study.train import Setup, stride
+from study.config import Setup, stride
 
 NAME = "initialization"
 TEXT = Path(__file__).with_name("text") / f"{NAME}.md"  # the report's prose

@@ -31,7 +31,7 @@ from study import report, stats
 from study.data import TwoGaussians
 from study.results import Results
 from study.runner import Program
-from study.train import Setup, Tracking, log_epochs, stride
+from study.config import Setup, Tracking, log_epochs, stride
 
 NAME = "layer_convergence"
 TEXT = Path(__file__).with_name("text") / f"{NAME}.md"  # the report's prose

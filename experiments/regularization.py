@@ -33,7 +33,7 @@ from study import report, stats
 from study.data import TwoGaussians
 from study.results import Results
 from study.runner import Program
-from study.train import Setup, Tracking, stride
+from study.config import Setup, Tracking, stride
 
 NAME = "regularization"
 TEXT = Path(__file__).with_name("text") / f"{NAME}.md"  # the report's prose

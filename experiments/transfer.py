@@ -54,7 +54,7 @@ from study import report, stats
 from study.data import Mixture
 from study.results import Results
 from study.runner import Program
-from study.train import Setup
+from study.config import Setup
 
 NAME = "transfer"
 TEXT = Path(__file__).with_name("text") / f"{NAME}.md"  # the report's prose
