@@ -124,7 +124,7 @@ class Setup:
     # come back with `keep_params`.
     pretrained: bool = False
     trainable: int | None = None
-    standardize_features: bool = False  # a head alone sees its frozen features standardized (see `frozen_view`)
+    standardize_features: bool = False  # a head alone sees its frozen features standardized (see `loop.frozen_view`)
     own_head_lr: bool = False
     head_first: int = 0
     keep_params: bool = False

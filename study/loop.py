@@ -71,12 +71,12 @@ class Best(NamedTuple):
 
 def train_run(setup: Setup, values: dict[str, jax.Array],
               pretrained: tuple[jax.Array, ...] = ()) -> dict[str, dict | jax.Array]:
-    """Train one run; `values` holds its traced scalars (see `RUN_VALUES`).
+    """Train one run; `values` holds its traced scalars (see `config.RUN_VALUES`).
 
     Returns `{"epochs": ...}`: per-epoch metrics of shape (epochs,)
     (strided ones NaN off the stride) and per-run scalars of shape (); with
     tracking also `"layers"` and `"weights"` (see `track`); with
-    `keep_params` also `"params"`, the final `flat_params`. With
+    `keep_params` also `"params"`, the final `network.flat_params`. With
     `setup.pretrained` the hidden layers start from `pretrained`'s row
     `values["seed"]`.
     """
