@@ -16,7 +16,7 @@ import pandas as pd
 
 from study.data import TwoGaussians
 from study.runner import Program
-from study.train import Setup
+from study.config import Setup
 
 SCHEMES = ("glorot_normal", "glorot_uniform", "he_normal", "lecun_normal", "orthogonal",
            "normal_0.01", "normal_0.1", "normal_1", "normal_10", "zeros", "constant_1")

@@ -32,10 +32,11 @@ import optax
 from flax import nnx
 
 from study import data as data_lib
-from study import runner, train
+from study import config, loop, network, runner
+from study.grid import train_grid
 
 
-def run_flops(setup: train.Setup) -> float:
+def run_flops(setup: config.Setup) -> float:
     """FLOPs of one run, from XLA's cost analysis.
 
     XLA counts a loop body once whatever its trip count, so the run is
@@ -43,12 +44,12 @@ def run_flops(setup: train.Setup) -> float:
     its fixed part, per epoch and per large-sample score, then scaled.
     """
     scan = jax.lax.scan
-    shapes = {k: jax.ShapeDtypeStruct((), dt) for k, dt in train.RUN_VALUES.items()}
+    shapes = {k: jax.ShapeDtypeStruct((), dt) for k, dt in config.RUN_VALUES.items()}
 
     def cost(epochs, evals):
-        small = train.Setup(**{**setup.__dict__, "epochs": epochs, "evals": evals})
+        small = config.Setup(**{**setup.__dict__, "epochs": epochs, "evals": evals})
         with mock.patch.object(jax.lax, "scan", functools.partial(scan, unroll=True)):
-            lowered = jax.jit(functools.partial(train.train_run, small)).lower(shapes)
+            lowered = jax.jit(functools.partial(loop.train_run, small)).lower(shapes)
         return lowered.compile().cost_analysis()["flops"]
 
     base, per_epoch, per_eval = cost(1, 1), cost(2, 1), cost(2, 2)
@@ -71,30 +72,30 @@ def matmul_rate(rows: int, width: int, seconds: float = 0.5) -> float:
     return 2 * rows * width**2 * repeats / (time.perf_counter() - start)
 
 
-def model_and_loss(setup: train.Setup, values: dict):
+def model_and_loss(setup: config.Setup, values: dict):
     """A model's parameters and `loss(params, x, y)`, for steps timed outside the grid."""
-    graphdef, params = nnx.split(train.build_model(setup, values, jax.random.key(0)))
+    graphdef, params = nnx.split(network.build_model(setup, values, jax.random.key(0)))
 
     def loss(params, x, y):
-        return train.loss_fn(setup, nnx.merge(graphdef, params)(x), y)
+        return network.loss_fn(setup, nnx.merge(graphdef, params)(x), y)
 
     return params, loss
 
 
-def python_loop_time(setup: train.Setup, runs: int) -> float:
+def python_loop_time(setup: config.Setup, runs: int) -> float:
     """Seconds to train `runs` runs of `setup` with a jitted step called from
     Python, one run at a time, metrics fetched every epoch."""
     values = {"seed": 0, "data_seed": 0, "init": 0, "activation": 0, "lr": 0.003, "strength": 0.0}
     _, loss = model_and_loss(setup, values)
     tx = optax.adam(values["lr"])
-    step = jax.jit(train.make_step(loss, tx))
+    step = jax.jit(network.make_step(loss, tx))
     score = jax.jit(loss)
     sample = jax.jit(functools.partial(data_lib.sample, setup.task))
     batch = setup.batch_size or setup.task.n_train
     start = time.perf_counter()
     for seed in range(runs):
         data = sample(jax.random.key(seed))
-        params = nnx.split(train.build_model(setup, values, jax.random.key(seed)))[1]
+        params = nnx.split(network.build_model(setup, values, jax.random.key(seed)))[1]
         opt_state = tx.init(params)
         rng = np.random.default_rng(seed)
         for _ in range(setup.epochs):
@@ -120,7 +121,7 @@ def peer(programs: list[runner.Program], torch: bool) -> None:
               f"{run_epochs / torch_s:,.0f} run-epochs/s")
     start = time.perf_counter()
     for program in programs:
-        timing = train.train_grid(program.setup, runner.run_values(program.setup, program.runs))[1]
+        timing = train_grid(program.setup, runner.run_values(program.setup, program.runs))[1]
         print(f"jax {program.label}: compile {timing.compile_s:.1f} s, train {timing.train_s:.1f} s "
               f"on {len(jax.devices())} x {jax.devices()[0].device_kind}")
     wall_s = time.perf_counter() - start
@@ -141,7 +142,7 @@ def grid(programs: list[runner.Program], naive_runs: int) -> None:
     total = {"runs": 0, "run_epochs": 0, "train_s": 0.0, "compile_s": 0.0, "flops": 0.0, "naive_s": 0.0}
     for program in programs:
         setup, runs = program.setup, program.runs
-        _, timing = train.train_grid(setup, runner.run_values(setup, runs))
+        _, timing = train_grid(setup, runner.run_values(setup, runs))
         flops = run_flops(setup) * len(runs)
         naive = python_loop_time(setup, naive_runs) * len(runs) / naive_runs
         floor = flops / (rate * len(devices))
@@ -169,13 +170,13 @@ def tracking_overhead(plans: dict[str, list[runner.Program]]) -> None:
         tracked_s = plain_s = 0.0
         for program in programs:
             values = runner.run_values(program.setup, program.runs)
-            tracked_s += train.train_grid(program.setup, values)[1].train_s
-            plain_s += train.train_grid(dataclasses.replace(program.setup, tracking=None), values)[1].train_s
+            tracked_s += train_grid(program.setup, values)[1].train_s
+            plain_s += train_grid(dataclasses.replace(program.setup, tracking=None), values)[1].train_s
         print(f"{name:18s} weight tracking: train {tracked_s:.1f} s with, {plain_s:.1f} s without "
               f"(+{tracked_s / plain_s - 1:.0%})")
 
 
-def freeze_depth(setup: train.Setup, batches=(64, 1024), steps: int = 500) -> None:
+def freeze_depth(setup: config.Setup, batches=(64, 1024), steps: int = 500) -> None:
     """A transfer setup's training step with the top k layers trained, k = 1
     .. all: time per step (`steps` steps in one compiled loop, so no dispatch
     cost) and XLA's FLOP count, each relative to training all layers."""
@@ -190,7 +191,7 @@ def freeze_depth(setup: train.Setup, batches=(64, 1024), steps: int = 500) -> No
         ys = jax.random.randint(jax.random.key(2), (16, batch), 0, setup.n_out)
         rows = {}
         for k in range(1, layers + 1):
-            step, tx = train.frozen_step(setup, values, params, loss, k)
+            step, tx = network.frozen_step(setup, values["lr"], values["strength"], params, loss, k)
             state = tx.init(params)
             flops = jax.jit(step).lower(params, state, xs[0], ys[0]).compile().cost_analysis()["flops"]
             loop = jax.jit(lambda p, s: jax.lax.fori_loop(

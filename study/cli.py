@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import matplotlib
 
-from study import bench, calibration, claims, devices, figures, registry, report, results, runner, train
+from study import bench, calibration, claims, devices, figures, grid, registry, report, results, runner
 
 
 DIST = "dl-details-study"
@@ -262,7 +262,7 @@ def build_parser() -> Parser:
             p.add_argument("--quick", action="store_true", help="few seeds and epochs, every condition")
             p.add_argument("--batch-runs", type=positive,
                            help="runs vmapped together on each device (default: all of its runs on a GPU, "
-                                f"{train.CPU_BATCH_RUNS} on a CPU)")
+                                f"{grid.CPU_BATCH_RUNS} on a CPU)")
             p.add_argument("--distributed", action="store_true",
                            help="join a multi-host job with jax.distributed.initialize()")
         p.add_argument("--out", type=Path, default=Path("."), help="output root (default: .)")

@@ -3,7 +3,7 @@
 An experiment declares `Program`s: a static `Setup` and a table of runs (its
 condition columns, `seed`, `data_seed`, the `init` and `activation` names
 and `lr`).
-Each program is trained by `train.train_grid` in one compiled call; the
+Each program is trained by `study.grid.train_grid` in one compiled call; the
 per-run metrics are unrolled into one row per (run, epoch), and with weight
 tracking into per-layer and sampled-weight tables.
 """
@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from study import devices, results, stats, train
+from study import config, devices, network, results, stats
+from study.grid import train_grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Program:
     `stats.chosen_on_validation`; every row of an untuned program is selected)."""
 
     label: str
-    setup: train.Setup
+    setup: config.Setup
     runs: pd.DataFrame
     table: str = ""
     start_from: str | None = None
@@ -62,7 +63,7 @@ def tidy(runs: pd.DataFrame, axes: dict[str, np.ndarray], columns: dict[str, np.
     return frame
 
 
-def tables(setup: train.Setup, runs: pd.DataFrame, out: dict, step_time_s: float) -> dict[str, pd.DataFrame]:
+def tables(setup: config.Setup, runs: pd.DataFrame, out: dict, step_time_s: float) -> dict[str, pd.DataFrame]:
     """`train_grid`'s output as tidy frames: "" one row per (run, epoch);
     with tracking, "layers" per (run, layer, kept epoch) and "weights" per
     (run, layer, weight_index, epoch). Epochs count from 1; the sampled weights
@@ -81,14 +82,14 @@ def tables(setup: train.Setup, runs: pd.DataFrame, out: dict, step_time_s: float
     return frames
 
 
-def run_values(setup: train.Setup, runs: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The traced per-run values of `train.RUN_VALUES` from a runs table
-    (those of `train.OPTIONAL` only where the table has them)."""
+def run_values(setup: config.Setup, runs: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The traced per-run values of `config.RUN_VALUES` from a runs table
+    (those of `config.OPTIONAL` only where the table has them)."""
     values = {"seed": runs["seed"].to_numpy(), "data_seed": runs["data_seed"].to_numpy(),
               "init": runs["init"].map(setup.schemes.index).to_numpy(),
               "activation": runs["activation"].map(setup.activations.index).to_numpy(),
               "lr": runs["lr"].to_numpy()}
-    return values | {k: runs[k].to_numpy() for k in train.OPTIONAL if k in runs}
+    return values | {k: runs[k].to_numpy() for k in config.OPTIONAL if k in runs}
 
 
 def log(message: str) -> None:
@@ -112,7 +113,7 @@ def run(name: str, programs: list[Program], config: dict, progress: Callable[[st
         progress(f"[{name}] program {i}/{len(programs)} {program.label}: "
                  f"{len(runs)} runs x {setup.epochs} epochs, compiling and training ...")
         pretrained = kept[program.start_from] if program.start_from else ()
-        out, timing = train.train_grid(setup, run_values(setup, runs), pretrained=pretrained,
+        out, timing = train_grid(setup, run_values(setup, runs), pretrained=pretrained,
                                        batch_runs=batch_runs)
         cached = " (from the compilation cache)" if timing.cache_hits else ""
         progress(f"[{name}] program {i}/{len(programs)} {program.label}: compiled in "
@@ -129,7 +130,7 @@ def run(name: str, programs: list[Program], config: dict, progress: Callable[[st
             frames[""]["selected"] = select(program, frames[""])
         parts.append({program.table + ("-" if program.table and k else "") + k: f for k, f in frames.items()})
         records.append({"label": program.label, "setup": dataclasses.asdict(setup),
-                        "runs": len(runs), "model": train.model_table(setup),
+                        "runs": len(runs), "model": network.model_table(setup),
                         "compile_s": timing.compile_s, "train_s": timing.train_s})
         bar.update(len(runs) * setup.epochs)
     bar.close()

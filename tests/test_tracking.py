@@ -7,11 +7,12 @@ import pytest
 from flax import nnx
 
 from study import data as data_lib
-from study import train
+from study import config, loop, measures, network
 from study.data import TwoGaussians
+from study.grid import train_grid
 
 TASK = TwoGaussians(n_train=128, n_test=50, n_eval=300)
-TRACKING = train.Tracking(weights=5, every=2, probe=40)
+TRACKING = config.Tracking(weights=5, every=2, probe=40)
 VALUES = {"seed": 3, "data_seed": 4, "init": 0, "activation": 0, "lr": 0.05, "strength": 0.0}
 # Tests share these programs (one compile each): proximal L1, the L1 penalty, dropout.
 SHARED = dict(task=TASK, hidden=(6, 5), optimizer="sgd", epochs=6, evals=1, tracking=TRACKING)
@@ -20,40 +21,40 @@ SHARED = dict(task=TASK, hidden=(6, 5), optimizer="sgd", epochs=6, evals=1, trac
 def grid(setup, runs):
     """Train `runs` (a list of value dicts) of `setup` in one program."""
     values = {k: [run[k] for run in runs] for k in runs[0]}
-    return train.train_grid(setup, values)[0]
+    return train_grid(setup, values)[0]
 
 
 def plain_loop_kernels(setup, values):
     """The same training written as a plain Python loop over jitted steps,
     reading the weight matrices after every epoch."""
-    data = data_lib.sample(setup.task, jax.random.fold_in(jax.random.key(values["data_seed"]), train.DATA_STREAM))
+    data = data_lib.sample(setup.task, jax.random.fold_in(jax.random.key(values["data_seed"]), config.DATA_STREAM))
     seed_key = jax.random.key(values["seed"])
-    graphdef, params = nnx.split(train.build_model(setup, values, jax.random.fold_in(seed_key, train.INIT_STREAM)))
-    tx = train.optimizer(setup, values, params)
+    graphdef, params = nnx.split(network.build_model(setup, values, jax.random.fold_in(seed_key, config.INIT_STREAM)))
+    tx = network.optimizer(setup, values["lr"], values["strength"], params)
 
     def loss(params, x, y, key):
         logits = nnx.merge(graphdef, params)(x)
-        return train.loss_fn(setup, logits, y) + train.penalty(setup, params, values["strength"])
+        return network.loss_fn(setup, logits, y) + network.penalty(setup, params, values["strength"])
 
-    step, state = jax.jit(train.make_step(loss, tx)), tx.init(params)
-    history = [train.kernels(params)]
+    step, state = jax.jit(network.make_step(loss, tx)), tx.init(params)
+    history = [network.kernels(params)]
     for epoch in range(setup.epochs):
-        order = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(seed_key, train.SHUFFLE_STREAM), epoch),
+        order = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(seed_key, config.SHUFFLE_STREAM), epoch),
                                        setup.task.n_train)
         for idx in order[: setup.batches_per_epoch * setup.batch_size].reshape(setup.batches_per_epoch, -1):
             params, state, _ = step(params, state, data["x_train"][idx], data["y_train"][idx], None)
-        history.append(train.kernels(params))
+        history.append(network.kernels(params))
     return [np.stack([np.asarray(h[layer]) for h in history]) for layer in range(len(history[0]))]
 
 
 @pytest.mark.parametrize("regularizer", ["l1", "l1_prox"])
 def test_recorded_measures_equal_a_plain_loop(regularizer):
-    setup = train.Setup(regularizer=regularizer, **SHARED)
+    setup = config.Setup(regularizer=regularizer, **SHARED)
     values = {**VALUES, "strength": 0.01}
     out = grid(setup, [values])
     paths = plain_loop_kernels(setup, values)  # per layer: (epochs + 1, fan_in, fan_out)
     layers, sampled = out["layers"], out["weights"][0]  # sampled: (records, layers, weights)
-    for layer, (path, idx) in enumerate(zip(paths, train.tracked_indices(setup))):
+    for layer, (path, idx) in enumerate(zip(paths, measures.tracked_indices(setup))):
         flat = path.reshape(len(path), -1)
         np.testing.assert_allclose(sampled[:, layer], flat[::TRACKING.every, idx], rtol=1e-5, atol=1e-7)
         expected = {
@@ -76,63 +77,64 @@ def test_recorded_measures_equal_a_plain_loop(regularizer):
 
 
 def test_cka_is_probed_at_every_record_or_at_the_given_epochs():
-    assert train.Tracking(every=2).probe_epochs(6).tolist() == [1, 3, 5]  # indices into the per-epoch history
-    assert train.Tracking(every=2, probe_at=(1, 2, 6)).probe_epochs(6).tolist() == [0, 1, 5]
-    log = train.log_epochs(100, 50)
+    assert config.Tracking(every=2).probe_epochs(6).tolist() == [1, 3, 5]  # indices into the per-epoch history
+    assert config.Tracking(every=2, probe_at=(1, 2, 6)).probe_epochs(6).tolist() == [0, 1, 5]
+    log = config.log_epochs(100, 50)
     assert log[:10] == tuple(range(1, 11)) and log[-1] == 100 and len(log) <= 50
     assert np.all(np.diff(log) > 0)
     with pytest.raises(ValueError, match="probe_at must be epochs 1..6"):
-        train.Setup(task=TASK, epochs=6, evals=1, tracking=train.Tracking(probe_at=(2, 7)))
+        config.Setup(task=TASK, epochs=6, evals=1, tracking=config.Tracking(probe_at=(2, 7)))
 
 
 def test_tracked_indices_are_fixed_or_the_last_entries():
-    setup = train.Setup(task=TASK, hidden=(6, 5), tracking=TRACKING)
-    first, again = train.tracked_indices(setup), train.tracked_indices(setup)
+    setup = config.Setup(task=TASK, hidden=(6, 5), tracking=TRACKING)
+    first, again = measures.tracked_indices(setup), measures.tracked_indices(setup)
     assert all(np.array_equal(a, b) and len(np.unique(a)) == 5 for a, b in zip(first, again))
-    last = train.tracked_indices(train.Setup(task=TASK, hidden=(6, 5), tracking=train.Tracking(weights=5, from_end=True)))
+    from_end = config.Setup(task=TASK, hidden=(6, 5), tracking=config.Tracking(weights=5, from_end=True))
+    last = measures.tracked_indices(from_end)
     np.testing.assert_array_equal(last[0], np.arange(12 * 6 - 5, 12 * 6))
 
 
 def test_proximal_l1_makes_exact_zeros_where_the_penalty_does_not():
     runs = [{**VALUES, "strength": 0.1}]
-    zeros = {kind: grid(train.Setup(regularizer=kind, **SHARED), runs)["layers"]["zero_frac"][0, -1]
+    zeros = {kind: grid(config.Setup(regularizer=kind, **SHARED), runs)["layers"]["zero_frac"][0, -1]
              for kind in ("l1", "l1_prox")}  # per layer, last epoch
     assert np.all(zeros["l1"] == 0)
     assert np.all(zeros["l1_prox"][:2] > 0.05)
 
 
 def test_max_norm_bounds_every_unit_after_every_step():
-    setup = train.Setup(task=TASK, hidden=(6,), regularizer="maxnorm")
+    setup = config.Setup(task=TASK, hidden=(6,), regularizer="maxnorm")
     values = {**VALUES, "lr": 0.5, "strength": 0.3}
-    graphdef, params = nnx.split(train.build_model(setup, values, jax.random.key(0)))
-    tx = train.optimizer(setup, values, params)
+    graphdef, params = nnx.split(network.build_model(setup, values, jax.random.key(0)))
+    tx = network.optimizer(setup, values["lr"], values["strength"], params)
     data = data_lib.sample(TASK, jax.random.key(1))
 
     def loss(params, x, y):
-        return train.loss_fn(setup, nnx.merge(graphdef, params)(x), y)
+        return network.loss_fn(setup, nnx.merge(graphdef, params)(x), y)
 
-    step, state = jax.jit(train.make_step(loss, tx)), tx.init(params)
+    step, state = jax.jit(network.make_step(loss, tx)), tx.init(params)
     for _ in range(20):
         params, state, _ = step(params, state, data["x_train"], data["y_train"])
-        norms = [np.linalg.norm(np.asarray(w), axis=0) for w in train.kernels(params)]
+        norms = [np.linalg.norm(np.asarray(w), axis=0) for w in network.kernels(params)]
         assert max(n.max() for n in norms) <= 0.3 * (1 + 1e-6)
     assert min(n.max() for n in norms) > 0.29  # the bound binds, so the test can fail
     assert not np.allclose(params["layers"][0]["bias"][...], 0)  # biases are not projected
 
 
 def test_dropout_is_identity_at_rate_zero_and_off_at_evaluation():
-    setup = train.Setup(task=TASK, hidden=(50,))
-    model = train.build_model(setup, VALUES, jax.random.key(0))
+    setup = config.Setup(task=TASK, hidden=(50,))
+    model = network.build_model(setup, VALUES, jax.random.key(0))
     x = data_lib.sample(TASK, jax.random.key(1))["x_eval"]
     key = jax.random.key(2)
-    np.testing.assert_array_equal(model(x), model(x, train.dropout(key, 0.0, 0.0)))
-    dropped = model.outputs(x, train.dropout(key, 0.0, 0.5))[0]  # hidden output before the dropped layer
+    np.testing.assert_array_equal(model(x), model(x, network.dropout(key, 0.0, 0.0)))
+    dropped = model.outputs(x, network.dropout(key, 0.0, 0.5))[0]  # hidden output before the dropped layer
     np.testing.assert_array_equal(dropped, model.outputs(x)[0])
-    assert not np.allclose(model(x, train.dropout(key, 0.2, 0.5)), model(x))
+    assert not np.allclose(model(x, network.dropout(key, 0.2, 0.5)), model(x))
     # The dropout program at rate 0 trains and scores exactly as the L1
     # program at strength 0, which adds exactly nothing.
-    none = grid(train.Setup(regularizer="l1", **SHARED), [VALUES])
-    at_zero = grid(train.Setup(regularizer="dropout", input_dropout=0.0, **SHARED), [VALUES])
+    none = grid(config.Setup(regularizer="l1", **SHARED), [VALUES])
+    at_zero = grid(config.Setup(regularizer="dropout", input_dropout=0.0, **SHARED), [VALUES])
     for name in ("train_loss", "test_loss", "eval_acc"):
         np.testing.assert_array_equal(none["epochs"][name], at_zero["epochs"][name], err_msg=name)
     np.testing.assert_array_equal(none["weights"], at_zero["weights"])
@@ -142,38 +144,38 @@ def test_linear_cka_by_hand_and_its_invariances():
     x = jnp.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
     y = jnp.array([[1.0], [1.0], [-1.0], [-1.0]])
     # Centered already: X^T Y = [2, 2]; ||X^T X|| = ||2 I|| = 2 sqrt 2; ||Y^T Y|| = 4.
-    np.testing.assert_allclose(train.linear_cka(x, y), 8 / (2 * np.sqrt(2) * 4), rtol=1e-6)
+    np.testing.assert_allclose(measures.linear_cka(x, y), 8 / (2 * np.sqrt(2) * 4), rtol=1e-6)
     rng = np.random.default_rng(0)
     a = jnp.asarray(rng.normal(size=(64, 10)), jnp.float32)
     b = jnp.asarray(rng.normal(size=(64, 7)), jnp.float32)
     q, _ = np.linalg.qr(rng.normal(size=(10, 10)))
-    base = train.linear_cka(a, b)
-    np.testing.assert_allclose(train.linear_cka(a @ jnp.asarray(q, jnp.float32), b), base, rtol=1e-4)
-    np.testing.assert_allclose(train.linear_cka(3.7 * a, b), base, rtol=1e-5)
-    np.testing.assert_allclose(train.linear_cka(a, a), 1.0, rtol=1e-5)
+    base = measures.linear_cka(a, b)
+    np.testing.assert_allclose(measures.linear_cka(a @ jnp.asarray(q, jnp.float32), b), base, rtol=1e-4)
+    np.testing.assert_allclose(measures.linear_cka(3.7 * a, b), base, rtol=1e-5)
+    np.testing.assert_allclose(measures.linear_cka(a, a), 1.0, rtol=1e-5)
     assert 0 < base < 0.5
 
 
 def test_penalty_forms():
-    setup = train.Setup(task=TASK, hidden=(6,), regularizer="l1")
-    params = nnx.split(train.build_model(setup, VALUES, jax.random.key(0)))[1]
-    w = train.kernels(params)
-    np.testing.assert_allclose(train.penalty(setup, params, 2.0), 2 * sum(np.abs(k).sum() for k in w), rtol=1e-5)
-    mean_l2 = train.Setup(task=TASK, hidden=(6,), regularizer="l2", penalty_mean=True)
-    np.testing.assert_allclose(train.penalty(mean_l2, params, 2.0), 2 * sum((np.asarray(k) ** 2).mean() for k in w),
+    setup = config.Setup(task=TASK, hidden=(6,), regularizer="l1")
+    params = nnx.split(network.build_model(setup, VALUES, jax.random.key(0)))[1]
+    w = network.kernels(params)
+    np.testing.assert_allclose(network.penalty(setup, params, 2.0), 2 * sum(np.abs(k).sum() for k in w), rtol=1e-5)
+    mean_l2 = config.Setup(task=TASK, hidden=(6,), regularizer="l2", penalty_mean=True)
+    np.testing.assert_allclose(network.penalty(mean_l2, params, 2.0), 2 * sum((np.asarray(k) ** 2).mean() for k in w),
                                rtol=1e-5)
-    assert train.penalty(train.Setup(task=TASK, hidden=(6,), regularizer="dropout"), params, 2.0) == 0
+    assert network.penalty(config.Setup(task=TASK, hidden=(6,), regularizer="dropout"), params, 2.0) == 0
     with pytest.raises(ValueError, match="unknown regularizer 'l3'"):
-        train.Setup(regularizer="l3")
+        config.Setup(regularizer="l3")
 
 
 def test_reset_accuracy_is_the_accuracy_with_that_layer_back_at_its_start():
     """By hand, from the kept final weights and the run's initial ones: the
     large-sample accuracy with one weight matrix and bias put back."""
-    setup = train.Setup(keep_params=True, **SHARED)
+    setup = config.Setup(keep_params=True, **SHARED)
     out = grid(setup, [VALUES])
-    run = train.start_run(setup, {**dict.fromkeys(train.OPTIONAL, 0), **VALUES})
-    initial = train.flat_params(run.initial)
+    run = loop.start_run(setup, {**dict.fromkeys(config.OPTIONAL, 0), **VALUES})
+    initial = network.flat_params(run.initial)
     final = [np.asarray(p[0]) for p in out["params"]]
     x, y = np.asarray(run.data["x_eval"]), np.asarray(run.data["y_eval"])
 

@@ -10,11 +10,12 @@ import optax
 import pytest
 
 from study import data as data_lib
-from study import train
+from study import config, measures, network
 from study.data import TwoGaussians
+from study.grid import train_grid
 
 # One small setup shared by the tests, so its programs compile once per shape.
-SETUP = train.Setup(task=TwoGaussians(n_eval=500, n_val=250), hidden=(8,), loss="mse", optimizer="sgd",
+SETUP = config.Setup(task=TwoGaussians(n_eval=500, n_val=250), hidden=(8,), loss="mse", optimizer="sgd",
                     schemes=("glorot_uniform", "zeros", "normal_10"), activations=("relu", "sigmoid"),
                     epochs=6, evals=3, batch_size=64,
                     scored=("eval_acc", "val_acc", "train_acc", "distinct_units", "initial_grad_norm"))
@@ -26,7 +27,7 @@ GRID = {"seed": [0, 0, 1, 2], "data_seed": [0, 0, 1, 2], "init": [0, 1, 2, 0],
 
 @pytest.fixture(scope="module")
 def grid():
-    return train.train_grid(SETUP, GRID)[0]["epochs"]
+    return train_grid(SETUP, GRID)[0]["epochs"]
 
 
 def test_hand_written_sgd_step_matches_optax_sgd():
@@ -39,7 +40,7 @@ def test_hand_written_sgd_step_matches_optax_sgd():
         return jnp.mean((jnp.tanh(x @ p["w"] + p["b"]) - y) ** 2)
 
     lr, tx = 0.3, optax.sgd(0.3)
-    step = jax.jit(train.make_step(loss, tx))
+    step = jax.jit(network.make_step(loss, tx))
     by_optax, state, by_hand = params, tx.init(params), params
     for _ in range(3):
         by_optax, state, _ = step(by_optax, state, x, y)
@@ -74,42 +75,42 @@ def test_distinct_units_counts_by_hand():
     kernel = jnp.array([[1.0, 1.0, 2.0, 1.0], [0.0, 0.0, 0.0, 1e-9]])
     bias = jnp.array([0.5, 0.5, 0.5, 0.5])
     # units 0, 1 and 3 are equal within 1e-3 of the largest entry; unit 2 differs
-    assert train.distinct_units(kernel, bias) == 2
-    assert train.distinct_units(kernel, jnp.array([0.5, 0.6, 0.5, 0.7])) == 4
+    assert measures.distinct_units(kernel, bias) == 2
+    assert measures.distinct_units(kernel, jnp.array([0.5, 0.6, 0.5, 0.7])) == 4
 
 
 def test_run_in_grid_equals_run_alone(grid):
-    alone = train.train_grid(SETUP, {k: v[3:] for k, v in GRID.items()}, devices=jax.devices()[:1])[0]["epochs"]
+    alone = train_grid(SETUP, {k: v[3:] for k, v in GRID.items()}, devices=jax.devices()[:1])[0]["epochs"]
     for name, values in grid.items():
         np.testing.assert_array_equal(values[3], alone[name][0], err_msg=name)
 
 
 def test_two_devices_equal_one(grid):
     assert len(jax.devices()) == 2
-    single = train.train_grid(SETUP, GRID, devices=jax.devices()[:1])[0]["epochs"]
+    single = train_grid(SETUP, GRID, devices=jax.devices()[:1])[0]["epochs"]
     for name, values in grid.items():
         np.testing.assert_array_equal(values, single[name], err_msg=name)
 
 
 def test_rerun_is_bit_identical(grid):
-    again = train.train_grid(SETUP, GRID)[0]["epochs"]
+    again = train_grid(SETUP, GRID)[0]["epochs"]
     for name, values in grid.items():
         np.testing.assert_array_equal(values, again[name], err_msg=name)
 
 
 def test_setup_rejects_bad_values():
     with pytest.raises(ValueError, match="multiple of evals"):
-        train.Setup(epochs=7, evals=5)
+        config.Setup(epochs=7, evals=5)
     with pytest.raises(ValueError, match="choose from relu, tanh, sigmoid"):
-        train.Setup(activations=("gelu",))
+        config.Setup(activations=("gelu",))
     with pytest.raises(ValueError, match="unknown initialization 'xavier'"):
-        train.Setup(schemes=("xavier",))
+        config.Setup(schemes=("xavier",))
 
 
 def test_vmapped_runs_equal_runs_one_at_a_time(grid):
     """`batch_runs` trains runs together (vmap) after starting each alone:
     the same numbers to float32 rounding, the diverged run included."""
-    batched = train.train_grid(SETUP, GRID, batch_runs=2)[0]["epochs"]
+    batched = train_grid(SETUP, GRID, batch_runs=2)[0]["epochs"]
     for name, values in grid.items():
         np.testing.assert_allclose(batched[name], values, rtol=1e-4, atol=1e-5, err_msg=name)
 
@@ -120,9 +121,9 @@ def test_accuracies_score_the_samples_they_name():
     the 100-point split, `eval_acc` on the large sample, `val_acc` on the
     validation sample and `train_acc` on the training points (each to one
     point of its sample: float rounding may flip a near-tie)."""
-    out = train.train_grid(dataclasses.replace(SETUP, keep_params=True), GRID)[0]
+    out = train_grid(dataclasses.replace(SETUP, keep_params=True), GRID)[0]
     run = 0  # ReLU, trained
-    data = data_lib.sample(SETUP.task, jax.random.fold_in(jax.random.key(GRID["data_seed"][run]), train.DATA_STREAM))
+    data = data_lib.sample(SETUP.task, jax.random.fold_in(jax.random.key(GRID["data_seed"][run]), config.DATA_STREAM))
     w0, b0, w1, b1 = (np.asarray(p[run]) for p in out["params"])
 
     def accuracy(split):
@@ -161,7 +162,7 @@ def test_a_decaying_rate_follows_a_cosine_to_zero_over_the_phase():
     """With `decay`, step t of n moves by lr * (1 + cos(pi t / n)) / 2 times the gradient (plain SGD here)."""
     setup = dataclasses.replace(SETUP, decay=True)
     params = {"w": jnp.zeros(1)}
-    tx = train.optimizer(setup, {"lr": 0.5, "strength": 0.0}, params, steps=4)
+    tx = network.optimizer(setup, 0.5, 0.0, params, steps=4)
     state, moves = tx.init(params), []
     for _ in range(4):
         updates, state = tx.update({"w": jnp.ones(1)}, state, params)
@@ -172,7 +173,7 @@ def test_a_decaying_rate_follows_a_cosine_to_zero_over_the_phase():
 def test_a_final_only_large_sample_score_equals_the_strided_ones_last(grid):
     """`final_eval` scores the large sample once, after the last epoch: the
     same number the strided scoring gives there, NaN before."""
-    final = train.train_grid(dataclasses.replace(SETUP, final_eval=True), GRID)[0]["epochs"]
+    final = train_grid(dataclasses.replace(SETUP, final_eval=True), GRID)[0]["epochs"]
     assert np.isnan(final["eval_acc"][:, :-1]).all()
     np.testing.assert_array_equal(final["eval_acc"][:, -1], grid["eval_acc"][:, -1])
     np.testing.assert_array_equal(final["best_eval_acc"], grid["best_eval_acc"])

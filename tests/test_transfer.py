@@ -11,8 +11,9 @@ import pytest
 import scipy.optimize
 from flax import nnx
 
-from study import train
+from study import config, loop, network
 from study.data import Mixture, mixture_centres, sample
+from study.grid import train_grid
 
 SOURCE = Mixture(classes=4, clusters=3, n_train=20, n_test=10, n_eval=50)
 TARGET = Mixture(classes=3, clusters=4, target=True, n_train=20, n_test=10, n_eval=50)
@@ -64,12 +65,12 @@ def test_similarity_zero_is_unrelated_to_the_source_geometry():
 
 
 def small_setup(**kwargs):
-    return train.Setup(task=TARGET, hidden=HIDDEN, n_out=3, epochs=2, evals=2, batch_size=8, steps_per_epoch=3,
+    return config.Setup(task=TARGET, hidden=HIDDEN, n_out=3, epochs=2, evals=2, batch_size=8, steps_per_epoch=3,
                        **kwargs)
 
 
 def model_params(setup):
-    return nnx.split(train.build_model(setup, VALUES, jax.random.key(0)))
+    return nnx.split(network.build_model(setup, VALUES, jax.random.key(0)))
 
 
 def test_frozen_layers_have_no_optimizer_state_and_no_backward_pass():
@@ -79,23 +80,23 @@ def test_frozen_layers_have_no_optimizer_state_and_no_backward_pass():
     y = jnp.arange(8) % 3
 
     def loss(p, x, y):
-        return train.loss_fn(setup, nnx.merge(graphdef, p)(x), y)
+        return network.loss_fn(setup, nnx.merge(graphdef, p)(x), y)
 
     flops = []
     for k in (1, 2, 3):
-        step, tx = train.frozen_step(setup, VALUES, params, loss, k)
+        step, tx = network.frozen_step(setup, VALUES["lr"], VALUES["strength"], params, loss, k)
         state = tx.init(params)
         moments = [leaf.shape for leaf in jax.tree.leaves(state) if jnp.ndim(leaf) > 0]
-        trained = [leaf.shape for leaf in train.flat_params(params)[2 * (3 - k):]]
+        trained = [leaf.shape for leaf in network.flat_params(params)[2 * (3 - k):]]
         assert sorted(moments) == sorted(trained * 2)  # Adam's mu and nu, for the trained leaves only
         new, _, _ = step(params, state, x, y)
-        for j, (before, after) in enumerate(zip(train.flat_params(params), train.flat_params(new))):
+        for j, (before, after) in enumerate(zip(network.flat_params(params), network.flat_params(new))):
             assert np.array_equal(before, after) == (j < 2 * (3 - k)), (k, j)
         flops.append(jax.jit(step).lower(params, state, x, y).compile().cost_analysis()["flops"])
     assert flops[0] < flops[1] < flops[2]  # every frozen layer takes work out of the step
-    step, tx = train.frozen_step(setup, {**VALUES, "lr": 0.0}, params, loss, 2, head_lr=0.1)
-    new = train.flat_params(step(params, tx.init(params), x, y)[0])
-    changed = [not np.array_equal(a, b) for a, b in zip(train.flat_params(params), new)]
+    step, tx = network.frozen_step(setup, 0.0, VALUES["strength"], params, loss, 2, head_lr=0.1)
+    new = network.flat_params(step(params, tx.init(params), x, y)[0])
+    changed = [not np.array_equal(a, b) for a, b in zip(network.flat_params(params), new)]
     assert changed == [False, False, False, False, True, True]  # only the head has a rate above 0
 
 
@@ -109,7 +110,7 @@ def staged():
     pretrained = tuple(rng.normal(size=(2, *s)).astype(np.float32) for s in shapes)
     values = {"seed": [0, 1], "data_seed": [0, 1], "init": [0, 0], "activation": [0, 0], "lr": [0.0, 0.1],
               "head_lr": [0.1, 0.1], "n_target": [2, 20], "similarity": [1.0, 0.0]}
-    return pretrained, train.train_grid(setup, values, pretrained=pretrained)[0]
+    return pretrained, train_grid(setup, values, pretrained=pretrained)[0]
 
 
 def test_pretrained_bodies_enter_the_grid_and_frozen_layers_stay_bit_identical(staged):
@@ -130,9 +131,9 @@ def test_setup_rejects_impossible_transfer_settings():
     with pytest.raises(ValueError, match="own_head_lr"):
         small_setup(head_first=1)
     with pytest.raises(ValueError, match="steps_per_epoch"):
-        train.Setup(task=TARGET, hidden=HIDDEN)
+        config.Setup(task=TARGET, hidden=HIDDEN)
     with pytest.raises(ValueError, match="pass pretrained weights"):
-        train.train_grid(small_setup(pretrained=True), {"seed": [0], "data_seed": [0], "init": [0],
+        train_grid(small_setup(pretrained=True), {"seed": [0], "data_seed": [0], "init": [0],
                                                         "activation": [0], "lr": [0.1]})
 
 
@@ -145,17 +146,17 @@ def test_frozen_features_computed_once_train_the_same_head(staged):
     full = dataclasses.replace(shortcut, regularizer="dropout", input_dropout=0.0)
     values = {"seed": [0, 1], "data_seed": [0, 1], "init": [0, 0], "activation": [0, 0], "lr": [0.1, 0.1],
               "strength": [0.0, 0.0], "n_target": [2, 20], "similarity": [1.0, 0.0]}
-    fast, slow = (train.train_grid(s, values, pretrained=pretrained)[0] for s in (shortcut, full))
-    run = train.start_run(shortcut, {k: v[0] for k, v in values.items()}, pretrained)
-    assert [train.frozen_view(shortcut, run, run.initial, k).start for k in (1, 2, None)] == [2, 1, 0]
-    assert train.frozen_view(full, run, run.initial, 1).start == 0
+    fast, slow = (train_grid(s, values, pretrained=pretrained)[0] for s in (shortcut, full))
+    run = loop.start_run(shortcut, {k: v[0] for k, v in values.items()}, pretrained)
+    assert [loop.frozen_view(shortcut, run, run.initial, k).start for k in (1, 2, None)] == [2, 1, 0]
+    assert loop.frozen_view(full, run, run.initial, 1).start == 0
     for a, b in zip(fast["params"], slow["params"]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fast["epochs"]["train_loss"], slow["epochs"]["train_loss"], rtol=1e-5)
     assert (fast["epochs"]["train_loss"][:, -1] < fast["epochs"]["train_loss"][:, 0]).all()  # the head learns
 
 
-@pytest.mark.parametrize("regularizer", train.REGULARIZERS)
+@pytest.mark.parametrize("regularizer", config.REGULARIZERS)
 def test_frozen_layers_stay_bit_identical_under_every_regularizer(regularizer):
     """What keeps a layer frozen is its label: no optimizer state and a zero
     update, and neither a penalty's gradient nor a proximal or max-norm
@@ -165,12 +166,12 @@ def test_frozen_layers_stay_bit_identical_under_every_regularizer(regularizer):
     values = {**VALUES, "strength": 0.1}
 
     def loss(p, x, y):
-        return train.loss_fn(setup, nnx.merge(graphdef, p)(x), y) + train.penalty(setup, p, values["strength"])
+        return network.loss_fn(setup, nnx.merge(graphdef, p)(x), y) + network.penalty(setup, p, values["strength"])
 
-    step, tx = train.frozen_step(setup, values, params, loss, 1)
+    step, tx = network.frozen_step(setup, values["lr"], values["strength"], params, loss, 1)
     x, y = jax.random.normal(jax.random.key(1), (8, 12)), jnp.arange(8) % 3
-    new = train.flat_params(step(params, tx.init(params), x, y)[0])
-    unchanged = [np.array_equal(a, b) for a, b in zip(train.flat_params(params), new)]
+    new = network.flat_params(step(params, tx.init(params), x, y)[0])
+    unchanged = [np.array_equal(a, b) for a, b in zip(network.flat_params(params), new)]
     assert unchanged == [True, True, True, True, False, False]
 
 
@@ -179,8 +180,8 @@ def test_minibatches_come_from_the_runs_training_prefix_only():
     n * classes training points, afresh every epoch."""
     setup = small_setup()
     values = {**VALUES, "seed": 0, "data_seed": 0, "n_target": 2, "similarity": 1.0}
-    run = train.start_run(setup, values)
-    first, second = (np.asarray(train.batch_indices(setup, run, epoch)) for epoch in (0, 1))
+    run = loop.start_run(setup, values)
+    first, second = (np.asarray(loop.batch_indices(setup, run, epoch)) for epoch in (0, 1))
     assert first.shape == (3, 8) and set(first.ravel()) | set(second.ravel()) <= set(range(2 * 3))
     assert not np.array_equal(first, second)
 
@@ -194,9 +195,9 @@ def test_the_linear_probe_is_the_converged_penalized_logistic_regression(staged)
     setup = small_setup(pretrained=True, trainable=1, scored=("probe_acc",))
     values = {"seed": [1], "data_seed": [1], "init": [0], "activation": [0], "lr": [0.0], "n_target": [12],
               "similarity": [0.5]}
-    compiled = train.train_grid(setup, values, pretrained=pretrained)[0]["epochs"]["probe_acc"][0]
-    run = train.start_run(setup, {k: v[0] for k, v in values.items()}, pretrained)
-    view = train.frozen_view(setup, run, run.initial, 1)
+    compiled = train_grid(setup, values, pretrained=pretrained)[0]["epochs"]["probe_acc"][0]
+    run = loop.start_run(setup, {k: v[0] for k, v in values.items()}, pretrained)
+    view = loop.frozen_view(setup, run, run.initial, 1)
     x = np.asarray(view.data["x_train"], np.float64)[:12 * 3]
     y = np.asarray(run.data["y_train"])[:12 * 3]
     mean, std = x.mean(0), x.std(0) + 1e-6
@@ -226,7 +227,7 @@ def test_a_head_on_standardized_features_is_scored_on_the_features_it_was_traine
     final = dataclasses.replace(strided, final_eval=True)
     values = {"seed": [0, 1], "data_seed": [0, 1], "init": [0, 0], "activation": [0, 0], "lr": [0.3, 0.3],
               "n_target": [2, 20], "similarity": [1.0, 0.0]}
-    a, b = (train.train_grid(s, values, pretrained=pretrained)[0]["epochs"] for s in (strided, final))
+    a, b = (train_grid(s, values, pretrained=pretrained)[0]["epochs"] for s in (strided, final))
     np.testing.assert_allclose(b["eval_acc"][:, -1], a["eval_acc"][:, -1], atol=1e-6)
     np.testing.assert_allclose(b["best_eval_acc"], a["best_eval_acc"], atol=1e-6)
     best = a["best_epoch"].astype(int) - 1
