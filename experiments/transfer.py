@@ -37,7 +37,7 @@ Strategies, with the number of top layers they train (`trainable_layers`,
 
 Frozen layers are out of the optimizer (`optax.partition`), so they leave
 the backward pass, and without dropout they are applied to the data once
-per phase (`study.train.frozen_view`): feature extraction trains a linear
+per phase (`study.loop.frozen_view`): feature extraction trains a linear
 model on fixed features, held against a converged L-BFGS linear probe on
 the same features (`probe_acc`).
 """
