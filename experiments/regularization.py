@@ -176,7 +176,8 @@ def accuracy(cells_of, **spec) -> Claim:
 
 def claims(results: Results) -> list[Claim]:
     """The "strongest" L1 is the strongest that has not collapsed to chance;
-    accuracy claims are read early-stopped (`accuracy`)."""
+    accuracy claims are read early-stopped (`accuracy`). A table of claims,
+    one entry each: long because the claims are many, not because it does much."""
     runs = per_run(results)
     strong = strongest(runs, ["l1", "l1_prox"])
     l2, dropout, maxnorm = alive(runs, ["l2"]), alive(runs, ["dropout"]), alive(runs, ["maxnorm"])

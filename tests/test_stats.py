@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import transfer
+from experiments.transfer import analysis
 from study import calibration, claims, stats
 from study.stats import Interval, Rule, at_last_epoch, mean_ci, overall_verdict, summarize
 
@@ -183,7 +183,7 @@ def test_the_best_other_arm_is_chosen_on_even_seeds_and_tested_on_odd_ones():
     acc = {"a": [0.5, 0.5, 0.5, 0.5], "b": [0.9, 0.1, 0.9, 0.1], "c": [0.1, 0.8, 0.1, 0.8]}
     runs = pd.DataFrame([{"n_target": 4, "similarity": 1.0, "arm": arm, "seed": seed, "eval_acc": values[seed]}
                          for arm, values in acc.items() for seed in range(4)])
-    (label, diff), = transfer.versus(runs, "a", None, [(4, 1.0)]).items()
+    (label, diff), = analysis.versus(runs, "a", None, [(4, 1.0)]).items()
     assert label.endswith("(vs b)") and diff.index.tolist() == [1, 3]
     np.testing.assert_allclose(diff, [0.4, 0.4])
     assert stats.selection_half([0, 1, 2, 3]).tolist() == [True, False, True, False]

@@ -1,0 +1,166 @@
+"""Q4's claims: the design checks of its comparison, then the sources' claims."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from study import stats
+from study.claims import Claim
+from study.results import Results
+from experiments.transfer.analysis import CONVERGED, LAST_SHARE, body_rate_runs, by_seed, convergence, grid_edges, head_rate_cost, per_run, scenario_cells, versus
+from experiments.transfer.design import BODY_RATES, FROZEN, HEAD_LR, LAYERS, NO_FREEZE, STAGED_RATES, TARGET_TASK, WIDE
+
+
+def step_ratio(runs: pd.DataFrame, slow: str, fast: str) -> dict[str, stats.Interval]:
+    """One timing per program, so the 'interval' is the measured ratio itself."""
+    times = runs.groupby("arm")["step_time_s"].first()
+    return {f"{slow} / {fast}": measured(times[slow] / times[fast])}
+
+
+def measured(value: float) -> stats.Interval:
+    """A number measured once from the whole grid: its 'interval' is itself."""
+    return stats.Interval(float(value), float(value), float(value), 1)
+
+
+def design_checks(results: Results, runs: pd.DataFrame) -> list[Claim]:
+    """What makes the comparison fair, each checked on the results (a table
+    of checks, one entry each: long because they are many)."""
+    frame, source, probe = results.frame, results.tables["source"], results.tables["probe"]
+    sizes, sims = sorted(runs["n_target"].unique()), sorted(runs["similarity"].unique())
+    final = stats.at_last_epoch(source, ["model", "seed"]).pivot(index="seed", columns="model", values="eval_acc")
+    cell = ["n_target", "similarity", "seed"]
+    extraction = runs[runs["arm"] == "feature_extraction"].merge(probe[[*cell, "probe_acc"]], on=cell)
+    extraction["share"] = extraction["eval_acc"] / extraction["probe_acc"]
+    edges, converged = grid_edges(frame), convergence(frame)
+    spans = " or ".join(sorted({f"{a} to {b}" for a, b in zip(converged["from_epoch"], converged["to_epoch"])}))
+    points = stats.Unit(0.002, scale=100, digits=2, suffix=" pt")
+    check = dict(design_check=True, source="this study", source_number="none")
+    return [
+        Claim(text="The source task needs the hidden layers.",
+              statistic="the source MLP's final large-sample accuracy minus a linear classifier's on the raw "
+                        "inputs, paired by seed; claimed above 10 points.",
+              cells={"source task": final["mlp"] - final["linear"]}, threshold=0.10, claimed="above",
+              unit=stats.POINTS, **check),
+        Claim(text="The feature-extraction head is trained to convergence: it reaches 98% of a converged "
+                   "linear probe on the same features.",
+              statistic="feature_extraction's final large-sample accuracy over that of an L-BFGS logistic "
+                        "regression on the same frozen features and training prefix, per seed averaged "
+                        "over the similarities, per size; claimed above 0.98.",
+              cells={f"n = {n}/class": extraction[extraction["n_target"] == n].groupby("seed")["share"].mean()
+                     for n in sizes}, threshold=0.98, claimed="above",
+              unit=stats.Unit(0.01), **check),
+        Claim(text="Every selected learning rate lies inside its grid, or where the curve is flat.",
+              statistic="the share of (arm, cell) choices with a rate on an end of its grid that beats its "
+                        "inner neighbour by more than half a point of mean validation accuracy (the best "
+                        f"rate may lie beyond the grid); measured once over {len(edges)} choices, "
+                        f"{edges['on_end'].sum()} of them on an end; claimed below 10%.",
+              cells={"all arms and cells": measured(edges["rising"].mean())}, threshold=0.10,
+              claimed="below", unit=stats.Unit(0.05, scale=100, digits=0, suffix="%", bounds=(0.0, 1.0)), **check),
+        Claim(text="Every selected arm has converged.",
+              statistic=f"per arm, the largest change over its cells of the mean validation accuracy over "
+                        f"the last {LAST_SHARE:.0%} of its training (epochs {spans}), each arm at its "
+                        "selected rates; measured once; claimed below half a point.",
+              cells={arm: measured(part["change"].abs().max()) for arm, part in converged.groupby("arm")},
+              threshold=CONVERGED, claimed="below", unit=points, **check),
+        Claim(text=f"A new head's rate barely matters beside fine-tuned layers, so the arms without a head "
+                   f"grid train it at {HEAD_LR:g}.",
+              statistic=f"finetune_all's mean validation accuracy at its selected body rate with the best head "
+                        f"rate of its grid minus with the head at {HEAD_LR:g}; the largest over the cells, "
+                        "measured once; claimed below half a point.",
+              cells={"largest over cells": measured(head_rate_cost(frame).max())}, threshold=CONVERGED,
+              claimed="below", unit=points, **check),
+        Claim(text="Frozen source features are worth less as similarity falls.",
+              statistic="feature_extraction's final accuracy at similarity 1 minus at similarity 0, paired "
+                        "by seed, per size; claimed above 0.",
+              cells={f"n = {n}/class": by_seed(runs, n, sims[-1])["feature_extraction"]
+                     - by_seed(runs, n, sims[0])["feature_extraction"] for n in sizes},
+              threshold=0.0, claimed="above", unit=stats.POINTS, **check)]
+
+
+def claims(results: Results) -> list[Claim]:
+    """The design checks, then the sources' claims."""
+    runs = per_run(results.frame)
+    return design_checks(results, runs) + source_claims(results.frame, runs)
+
+
+def source_claims(frame: pd.DataFrame, runs: pd.DataFrame) -> list[Claim]:
+    """The sources' claims, each arm at its rates chosen on validation. S-tfjs's
+    first-epoch claims are about the speed of learning; every other one is
+    about the end point, after a budget every selected arm converges in. A table of claims, one entry
+    each: long because the claims are many."""
+    scenarios = scenario_cells(runs)
+    sizes, sims = sorted(runs["n_target"].unique()), sorted(runs["similarity"].unique())
+    corners = [(n, s) for n in (sizes[0], sizes[-1]) for s in (sims[0], sims[-1])]
+    largest = [(sizes[-1], s) for s in sims]
+    small, large = f"finetune_all lr={BODY_RATES[0]:g}", f"finetune_all lr={BODY_RATES[-1]:g}"
+    rates = pd.concat([runs, body_rate_runs(frame)], ignore_index=True)
+    advice = [(("small", "similar"), "feature_extraction", "a linear classifier on the last hidden layer's features"),
+              (("large", "similar"), "finetune_all", "fine-tune the whole network"),
+              (("small", "dissimilar"), "feature_extraction_early", "a linear classifier on an earlier layer"),
+              (("large", "dissimilar"), "scratch", "train from scratch")]
+    end = "End point:"
+    out = []
+    for (size, sim), arm, words in advice:
+        out.append(Claim(source="S-questions", text=f"{size.capitalize()} and {sim} target: {words}.",
+                         source_number="none given",
+                         statistic=f"{end} final large-sample accuracy of {arm} minus the best other strategy in the "
+                         "cell (chosen by its mean on the even seeds), paired by seed on the odd seeds; "
+                         "claimed above 0.", cells=versus(runs, arm, None, scenarios[(size, sim)]), threshold=0.0,
+                         claimed="above",
+                         unit=stats.POINTS))
+    out += [
+        Claim(source="S-questions",
+              text="Large and dissimilar: fine-tuning often still helps over training from scratch.",
+              source_number="none given",
+              statistic=f"{end} final accuracy of finetune_all minus scratch; claimed above 0.",
+              cells=versus(runs, NO_FREEZE, "scratch", scenarios[("large", "dissimilar")]), threshold=0.0,
+              claimed="above",
+              unit=stats.POINTS),
+        Claim(source="this study", text="Pretrained features beat random ones of the same shape.", source_number="none",
+              statistic=f"{end} final accuracy of feature_extraction minus random_features (a new head on a frozen "
+              "random body); claimed above 0.",
+              cells=versus(runs, "feature_extraction", "random_features", corners), threshold=0.0, claimed="above",
+              unit=stats.POINTS),
+        Claim(source="S-questions, S-tricks", text="Fine-tune pretrained weights with a small learning rate.",
+              source_number="none given",
+              statistic=f"{end} final accuracy of finetune_all with the pretrained layers at {BODY_RATES[0]:g} minus "
+              f"at {BODY_RATES[-1]:g}, each with its head rate chosen on validation; claimed above 0.",
+              cells=versus(rates, small, large, corners), threshold=0.0, claimed="above", unit=stats.POINTS),
+        Claim(source="S-tricks", text="Leave the first layers alone (freeze them).", source_number="none given",
+              statistic=f"{end} final accuracy with the first layer frozen (finetune_top k={LAYERS - 1}) minus with "
+              "none frozen (finetune_all); claimed above 0.",
+              cells=versus(runs, f"finetune_top k={LAYERS - 1}", NO_FREEZE, corners), threshold=0.0, claimed="above",
+              unit=stats.POINTS),
+        Claim(source="S-tfjs", text="Freezing the feature layers lowers the loss after the first epoch.",
+              source_number="0.27 vs 0.37",
+              statistic=f"Speed of learning: mean minibatch loss of the first epoch (40 steps), frozen ({FROZEN}) "
+              f"minus not frozen ({NO_FREEZE}), at the largest size; claimed below 0.",
+              cells=versus(runs, FROZEN, NO_FREEZE, largest, value="first_train_loss"), threshold=0.0, claimed="below",
+              unit=stats.Unit(0.02)),
+        Claim(source="S-tfjs", text="Freezing raises the accuracy after the first epoch.", source_number="0.91 vs 0.87",
+              statistic="Speed of learning: test-split accuracy after the first epoch, frozen minus not frozen; "
+              "claimed above 0.",
+              cells=versus(runs, FROZEN, NO_FREEZE, largest, value="first_test_acc"), threshold=0.0, claimed="above",
+              unit=stats.POINTS),
+        Claim(source="S-tfjs", text="Freezing gives a higher final accuracy.", source_number="about 0.968 vs 0.945",
+              statistic=f"{end} final large-sample accuracy, frozen minus not frozen; claimed above 0.",
+              cells=versus(runs, FROZEN, NO_FREEZE, largest), threshold=0.0, claimed="above", unit=stats.POINTS),
+        Claim(source="S-tfjs", text="Training without freezing takes about twice as long.",
+              source_number="about 60 s vs 30 s",
+              statistic="training time per step of the whole program (evaluation included), not frozen over "
+              "frozen; one timing per program, so the interval is the ratio itself; claimed above 1.5.",
+              cells=step_ratio(runs, NO_FREEZE, FROZEN), threshold=1.5, claimed="above", unit=stats.Unit(0.25,
+              digits=2, suffix="x")),
+        Claim(source="S-finetune", text="Training the head first, then the top block with a very small rate, beats "
+              "feature extraction.", source_number="93% validation accuracy",
+              statistic=f"{end} final accuracy of staged (its block's rate chosen on validation from "
+              f"{', '.join(f'{r:g}' for r in STAGED_RATES)}: S-finetune's very small rates never won on "
+              "validation in the pilot runs) minus feature_extraction; claimed above 0.",
+              cells=versus(runs, "staged", "feature_extraction", corners), threshold=0.0, claimed="above",
+              unit=stats.POINTS),
+        Claim(source="S-tricks", text="An output layer wider than the class count helps.", source_number="none given",
+              statistic=f"{end} final accuracy of wide_head ({WIDE} outputs for {TARGET_TASK.classes} classes) minus "
+              "finetune_all; claimed above 0.",
+              cells=versus(runs, "wide_head", NO_FREEZE, corners), threshold=0.0, claimed="above", unit=stats.POINTS),
+    ]
+    return out

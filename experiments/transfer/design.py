@@ -1,0 +1,208 @@
+"""Q4. Fine-tuning versus feature extraction (S-questions, S-tfjs, S-finetune, S-tricks)
+
+A source MLP (4 hidden layers of 64 ReLU units) is pretrained once per seed
+on a `Mixture` source task (its defaults: 8 classes, each the union of 3
+Gaussian clusters in a 6-dimensional subspace of R^12), beside a linear
+classifier on the raw inputs; its weights are kept in
+`results/transfer-params.npz`. Every strategy then trains on the same target
+data and seeds, over a grid of target sizes (examples per class) x
+similarity to the source (see `study.data.Mixture`): 400 minibatches of 64
+in 10 "epochs" of 40 (800 for the arms that train a head alone, and
+staged), whatever the size (sizes are a traced prefix of one training
+sample), every rate decaying to 0 along a cosine.
+
+Every arm is tuned: its learning rates (Adam) come from a grid, and per
+(size, similarity, strategy) the rates with the best mean final accuracy
+on the target's validation sample are marked `selected` (never chosen on
+the eval sample the verdicts read). A new head beside fine-tuned layers has
+its own rate (`head_lr`): finetune_all and staged cross a grid of head
+rates with their body rates; the other fine-tuning arms train the head at
+`HEAD_LR`, where finetune_all's head grid is flat (a design check).
+
+Strategies, with the number of top layers they train (`trainable_layers`,
+5 = all):
+
+- `scratch`: random initialization, every layer at one rate;
+- `reinit`: finetune_all's recipe (a body rate and the head at `HEAD_LR`)
+  from re-initialized weights, what the pretrained weights add to it;
+- `feature_extraction`: a new head on the frozen last hidden layer;
+- `feature_extraction_early`: a new head on the frozen second hidden layer;
+- `random_features`: a new head on a frozen random body of the same shape
+  (what pretraining adds to feature extraction);
+- `finetune_top`: the top k = 2, 3, 4 layers (new head included);
+- `finetune_all`: every layer from the pretrained weights;
+- `staged`: the head alone for 8 epochs, then the top hidden layer and the
+  head together at the body rate (S-finetune's recipe, LP-FT);
+- `wide_head`: finetune_all with 9 outputs for the 6 classes.
+
+Frozen layers are out of the optimizer (`optax.partition`), so they leave
+the backward pass, and without dropout they are applied to the data once
+per phase (`study.loop.frozen_view`): feature extraction trains a linear
+model on fixed features, held against a converged L-BFGS linear probe on
+the same features (`probe_acc`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pandas as pd
+
+from study.config import Setup
+from study.data import Mixture
+from study.runner import Program
+
+
+NAME = "transfer"
+
+
+TEXT = Path(__file__).parents[1] / "text" / f"{NAME}.md"  # the report's prose
+
+
+QUESTION = "When should one freeze, fine-tune or train from scratch?"
+
+
+HIDDEN = (64, 64, 64, 64)
+
+
+EARLY = 2  # hidden layers under feature_extraction_early's head
+
+
+WIDE = 9  # outputs of wide_head for the target's 6 classes
+
+
+SOURCE_TASK = Mixture()
+
+
+TARGET_TASK = Mixture(target=True, classes=6, clusters=4, n_train=1024, n_eval=500)
+
+
+SIZES = (4, 16, 64, 256, 1024)  # examples per class
+
+
+SIMILARITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+SEEDS, QUICK_SEEDS = 16, 2
+
+
+SOURCE_EPOCHS, EPOCHS, STEPS, BATCH, EVALS = 40, 10, 40, 64, 5
+
+
+QUICK_SOURCE_EPOCHS, QUICK_EPOCHS = 2, 5
+
+
+LR = 1e-3  # the source's rate
+
+
+# Adam's rate grids, log-spaced around the rates each kind of arm needs (a
+# pilot on 4 seeds placed them). Where a curve is flat, two points do.
+SCRATCH_RATES = (1e-3, 3e-3, 1e-2)  # every layer from random weights (scratch)
+
+
+REINIT_RATES = (1e-3, 3e-3, 1e-2, 3e-2)  # reinit's layers below the head
+
+
+TOP_RATES = (3e-3, 1e-2, 3e-2)  # the fine-tuned layers of finetune_top and wide_head (k = 2 also 0.1)
+
+
+BODY_RATES = (1e-4, 1e-3, 1e-2, 3e-2)  # finetune_all's pretrained layers (S-tricks' small rate first)
+
+
+HEAD_RATES = (1e-3, 1e-2)  # finetune_all's new head: flat between them in the pilot
+
+
+STAGED_RATES = (1e-2, 3e-2, 1e-1)  # staged's unfrozen block (S-finetune's very small 1e-4 and 1e-3 never won)
+
+
+STAGED_HEAD_RATES = (3e-3, 1e-2, 3e-2)  # staged's head, trained alone first
+
+
+# The arms whose steps are cheapest (a head alone, and staged, mostly a head
+# and one layer) train this many times the epochs: at the shared budget their
+# validation accuracy still rose at the largest sizes.
+SLOW_ARMS_FACTOR = 2
+
+
+PROBE_RATES = (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)  # a new head alone on standardized frozen features
+
+
+HEAD_LR = 1e-2  # the head's rate in the fine-tuning arms without a head grid
+
+
+CONDITION = ["n_target", "similarity", "strategy", "trainable_layers", "lr", "head_lr"]
+
+
+LAYERS = len(HIDDEN) + 1
+
+
+def arms(epochs: int) -> list[dict]:
+    """Every strategy's static setup fields, its epochs and its (lr, head_lr) grid."""
+    pretrained = dict(pretrained=True, own_head_lr=True, epochs=epochs)
+    alone = [(lr, lr) for lr in PROBE_RATES]  # the head is the only trained layer: lr is its rate
+    longer = SLOW_ARMS_FACTOR * epochs
+    head_alone = dict(trainable=1, standardize_features=True, epochs=longer)
+    out = [dict(strategy="scratch", rates=[(lr, lr) for lr in SCRATCH_RATES], epochs=epochs),
+           dict(strategy="reinit", rates=[(lr, HEAD_LR) for lr in REINIT_RATES], own_head_lr=True, epochs=epochs),
+           dict(strategy="feature_extraction", rates=alone, pretrained=True, **head_alone),
+           dict(strategy="feature_extraction_early", rates=alone, pretrained=True, hidden=HIDDEN[:EARLY],
+                **head_alone),
+           dict(strategy="random_features", rates=alone, **head_alone)]
+    top = [(lr, HEAD_LR) for lr in TOP_RATES]
+    out += [dict(strategy="finetune_top", rates=[(lr, HEAD_LR) for lr in TOP_RATES + (1e-1,)], trainable=2,
+                 **pretrained)]
+    out += [dict(strategy="finetune_top", rates=top, trainable=k, **pretrained) for k in range(3, LAYERS)]
+    head_first = longer // EVALS * (EVALS // 2)  # about half, at a scored epoch
+    out += [dict(strategy="finetune_all", rates=list(itertools.product(BODY_RATES, HEAD_RATES)), **pretrained),
+            dict(strategy="staged", rates=list(itertools.product(STAGED_RATES, STAGED_HEAD_RATES)), trainable=2,
+                 head_first=head_first, **{**pretrained, "epochs": longer}),
+            dict(strategy="wide_head", rates=top, n_out=WIDE, **pretrained)]
+    return out
+
+
+def plan(seeds: int, epochs: int | None = None, quick: bool = False) -> list[Program]:
+    """Two source programs (the MLP, whose weights are kept, and a linear
+    classifier), the converged linear probe on the MLP's frozen last hidden
+    layer (`probe` table), then one program per strategy shape; sizes,
+    similarities, learning rates and seeds are traced."""
+    epochs = epochs or (QUICK_EPOCHS if quick else EPOCHS)
+    if epochs % EVALS:
+        raise ValueError(f"{NAME} scores every {EVALS}th of its epochs: the epochs must be a multiple of {EVALS}, "
+                         f"got {epochs}")
+    source_epochs = QUICK_SOURCE_EPOCHS if quick else SOURCE_EPOCHS
+    sizes, similarities = (SIZES[::4], SIMILARITIES[::4]) if quick else (SIZES, SIMILARITIES)
+    common = dict(init="glorot_uniform", activation="relu")
+    source_steps = SOURCE_TASK.n_train * SOURCE_TASK.classes // BATCH
+    source_runs = pd.DataFrame([{"model": "mlp", "seed": s, "data_seed": s, "lr": LR,
+                                 "n_target": SOURCE_TASK.n_train, **common} for s in range(seeds)])
+    programs = [Program(f"source {model}", Setup(task=SOURCE_TASK, hidden=hidden, n_out=SOURCE_TASK.classes,
+                                                 epochs=source_epochs, evals=source_epochs, batch_size=BATCH,
+                                                 steps_per_epoch=source_steps, keep_params=bool(hidden)),
+                        source_runs.assign(model=model), table="source")
+                for model, hidden in [("mlp", HIDDEN), ("linear", ())]]
+    cells = pd.DataFrame([{"n_target": n, "similarity": s, "seed": seed, "data_seed": seed, "lr": 0.0, **common}
+                          for n, s, seed in itertools.product(sizes, similarities, range(seeds))])
+    probe = Setup(task=TARGET_TASK, hidden=HIDDEN, n_out=TARGET_TASK.classes, pretrained=True, trainable=1,
+                  epochs=1, evals=1, batch_size=BATCH, steps_per_epoch=1, scored=("probe_acc",))
+    programs.append(Program("linear probe", probe, cells, table="probe", start_from="source mlp"))
+    for arm in arms(epochs):
+        strategy, rates = arm.pop("strategy"), arm.pop("rates")
+        setup = Setup(**{"task": TARGET_TASK, "hidden": HIDDEN, "n_out": TARGET_TASK.classes,
+                         "scored": ("eval_acc", "val_acc"), **arm},
+                      evals=EVALS, batch_size=BATCH, steps_per_epoch=STEPS, decay=True, final_eval=True)
+        k = setup.trainable or LAYERS
+        runs = pd.DataFrame([{"n_target": n, "similarity": s, "strategy": strategy, "trainable_layers": k,
+                              "lr": lr, "head_lr": head_lr, "seed": seed, "data_seed": seed, **common}
+                             for n, s, (lr, head_lr), seed in itertools.product(sizes, similarities, rates,
+                                                                                range(seeds))])
+        label = strategy + (f" k={k}" if strategy == "finetune_top" else "")
+        programs.append(Program(label, setup, runs, start_from="source mlp" if setup.pretrained else None,
+                                tuned=("lr", "head_lr")))
+    return programs
+
+
+FROZEN_K = 2  # S-tfjs froze 3 of its 5 layers, training the top 2
+
+
+FROZEN, NO_FREEZE, REINITIALIZED = f"finetune_top k={FROZEN_K}", "finetune_all", "scratch"  # S-tfjs's modes

@@ -1,0 +1,64 @@
+"""Q4's report section: the fields of its text template and its tables."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from study import stats
+from study.claims import Claim
+from study.question import Section
+from study.results import Results
+from experiments.transfer.analysis import grid_edges, per_run, phase_diagram, scenario_cells, step_flops, transfer_model
+from experiments.transfer.design import FROZEN, FROZEN_K, HEAD_LR, HIDDEN, LAYERS, NO_FREEZE, SOURCE_TASK, TARGET_TASK
+
+
+def scenario_notes(phase: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """Where the four-scenario advice holds on the phase diagram, in words."""
+    lines = []
+    for (size, sim), cells in scenario_cells(runs).items():
+        part = phase.set_index(["n_target", "similarity"]).loc[cells]
+        counts = part["best"].value_counts()
+        won = ", ".join(f"{arm} ({count} of {len(part)})" for arm, count in counts.items())
+        sizes = ", ".join(str(n) for n in sorted({int(c[0]) for c in cells}))
+        sims = ", ".join(f"{s:g}" for s in sorted({float(c[1]) for c in cells}))
+        lines.append(f"- *{size} and {sim}* (sizes {sizes} per class, similarities {sims}): best {won}.")
+    return "**The four scenarios on the phase diagram.**\n\n" + "\n".join(lines) + "\n"
+
+
+def section(results: Results, claims: list[Claim]) -> Section:
+    runs = per_run(results.frame)
+    source = stats.at_last_epoch(results.tables["source"], ["model", "seed"])
+    accuracy = {m: stats.points(stats.mean_ci(g["eval_acc"])).replace(" pt", "%") for m, g in source.groupby("model")}
+    bayes = stats.points(stats.mean_ci(source.loc[source["model"] == "mlp", "bayes_acc"])).replace(" pt", "%")
+    phase = phase_diagram(runs)
+    target = next(p["setup"] for p in results.metadata["programs"] if p["label"] == "scratch")
+    steps = target["epochs"] * target["steps_per_epoch"]
+    table = phase.assign(margin=[stats.points(stats.Interval(m, lo, hi, n)) for m, lo, hi, n in
+                                 phase[["margin", "lo", "hi", "n"]].to_numpy()],
+                         accuracy=phase["accuracy"].map("{:.4f}".format))
+    table = table[["n_target", "similarity", "best", "accuracy", "runner_up", "margin", "verdict"]]
+    edges = grid_edges(results.frame)
+    chosen = edges.groupby("arm").agg(cells=("on_end", "size"), on_an_end=("on_end", "sum"),
+                                      rising_at_an_end=("rising", "sum"),
+                                      rates=("lr", lambda v: ", ".join(f"{r:g}" for r in sorted(set(v)))),
+                                      head_rates=("head_lr", lambda v: ", ".join(f"{r:g}" for r in sorted(set(v)))))
+    model = transfer_model(results)
+    times = runs.groupby("arm")["step_time_s"].first()
+    programs = [p for p in results.metadata["programs"] if p["label"] not in ("source mlp", "source linear")]
+    fields = dict(hidden=HIDDEN, source_classes=SOURCE_TASK.classes, source_clusters=SOURCE_TASK.clusters,
+                  mlp_accuracy=accuracy["mlp"], linear_accuracy=accuracy["linear"], bayes=bayes,
+                  target_classes=TARGET_TASK.classes, steps=steps, batch=target["batch_size"],
+                  seeds=runs["seed"].nunique(), runs=sum(p["runs"] for p in programs),
+                  wall_s=results.metadata["wall_time_s"],
+                  compile_share=sum(p["compile_s"] for p in results.metadata["programs"])
+                  / results.metadata["wall_time_s"],
+                  scenarios=scenario_notes(phase, runs), frozen_k=FROZEN_K, layers=LAYERS,
+                  flop_share=step_flops(model, FROZEN_K) / step_flops(model, LAYERS),
+                  time_share=times[FROZEN] / times[NO_FREEZE], head_lr=HEAD_LR)
+    return Section(fields, [
+        ("The phase diagram: per target size (examples per class) and similarity, the best strategy by "
+         "mean final large-sample accuracy on the even seeds, the runner-up, and their paired margin on the "
+         "odd seeds [95% bootstrap CI].", table),
+        ("The rates selected on validation per arm: over how many cells, how many of them on an end of the "
+         "arm's grid and how many of those beat their inner neighbour by more than half a point, and the "
+         "distinct body (or only) and head rates chosen.", chosen.reset_index())])
