@@ -86,8 +86,8 @@ def claims(results: Results) -> list[Claim]:
 def source_claims(frame: pd.DataFrame, runs: pd.DataFrame) -> list[Claim]:
     """The sources' claims, each arm at its rates chosen on validation. S-tfjs's
     first-epoch claims are about the speed of learning; every other one is
-    about the end point, after a budget every selected arm converges in. A table of claims, one entry
-    each: long because the claims are many."""
+    about the end point, after a budget every selected arm converges in. A
+    table of claims, one entry each: long because the claims are many."""
     scenarios = scenario_cells(runs)
     sizes, sims = sorted(runs["n_target"].unique()), sorted(runs["similarity"].unique())
     corners = [(n, s) for n in (sizes[0], sizes[-1]) for s in (sims[0], sims[-1])]
