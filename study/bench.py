@@ -12,6 +12,8 @@
 - `tracking`: each tracked experiment's programs with and without tracking.
 - `freeze-depth`: a transfer step's time per freeze depth against XLA's
   FLOP count of the step.
+- `scaling`: one workload's run-epochs per second at 16, 64 and 256 seeds,
+  to see whether cost grows linearly with the work.
 
 The workloads are the experiments' own programs, handed in by the CLI.
 """
@@ -33,7 +35,7 @@ from flax import nnx
 
 from study import data as data_lib
 from study import config, loop, network, runner
-from study.grid import train_grid
+from study.grid import Timing, train_grid
 
 
 def run_flops(setup: config.Setup) -> float:
@@ -107,10 +109,19 @@ def python_loop_time(setup: config.Setup, runs: int) -> float:
     return time.perf_counter() - start
 
 
+def run_epochs(programs: list[runner.Program]) -> int:
+    return sum(len(p.runs) * p.setup.epochs for p in programs)
+
+
+def timed(program: runner.Program) -> Timing:
+    """Train one program as the experiments do; only its timing is kept."""
+    return train_grid(program.setup, runner.run_values(program.setup, program.runs))[1]
+
+
 def peer(programs: list[runner.Program], torch: bool) -> None:
     """Train the peer workload end to end; with `torch`, also in PyTorch
     first, then the ratio. The last line is the engine's throughput."""
-    run_epochs = sum(len(p.runs) * p.setup.epochs for p in programs)
+    work = run_epochs(programs)
     if torch:
         with tempfile.TemporaryDirectory() as cache:  # a cold compile, like the engine's below
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
@@ -118,16 +129,16 @@ def peer(programs: list[runner.Program], torch: bool) -> None:
             seeds, epochs = programs[0].runs["seed"].nunique(), programs[0].setup.epochs
             torch_s = peer_torch.train_peer(seeds=seeds, epochs=epochs)["wall_s"]
         print(f"pytorch (torch.func vmap + torch.compile): wall {torch_s:.1f} s, "
-              f"{run_epochs / torch_s:,.0f} run-epochs/s")
+              f"{work / torch_s:,.0f} run-epochs/s")
     start = time.perf_counter()
     for program in programs:
-        timing = train_grid(program.setup, runner.run_values(program.setup, program.runs))[1]
+        timing = timed(program)
         print(f"jax {program.label}: compile {timing.compile_s:.1f} s, train {timing.train_s:.1f} s "
               f"on {len(jax.devices())} x {jax.devices()[0].device_kind}")
     wall_s = time.perf_counter() - start
     if torch:
         print(f"jax: wall {wall_s:.1f} s, {torch_s / wall_s:.2f}x the speed of pytorch")
-    print(f"throughput_run_epochs_per_s={run_epochs / wall_s:.1f} wall_s={wall_s:.2f}")
+    print(f"throughput_run_epochs_per_s={work / wall_s:.1f} wall_s={wall_s:.2f}")
 
 
 def grid(programs: list[runner.Program], naive_runs: int) -> None:
@@ -142,7 +153,7 @@ def grid(programs: list[runner.Program], naive_runs: int) -> None:
     total = {"runs": 0, "run_epochs": 0, "train_s": 0.0, "compile_s": 0.0, "flops": 0.0, "naive_s": 0.0}
     for program in programs:
         setup, runs = program.setup, program.runs
-        _, timing = train_grid(setup, runner.run_values(setup, runs))
+        timing = timed(program)
         flops = run_flops(setup) * len(runs)
         naive = python_loop_time(setup, naive_runs) * len(runs) / naive_runs
         floor = flops / (rate * len(devices))
@@ -170,10 +181,26 @@ def tracking_overhead(plans: dict[str, list[runner.Program]]) -> None:
         tracked_s = plain_s = 0.0
         for program in programs:
             values = runner.run_values(program.setup, program.runs)
-            tracked_s += train_grid(program.setup, values)[1].train_s
+            tracked_s += timed(program).train_s
             plain_s += train_grid(dataclasses.replace(program.setup, tracking=None), values)[1].train_s
         print(f"{name:18s} weight tracking: train {tracked_s:.1f} s with, {plain_s:.1f} s without "
               f"(+{tracked_s / plain_s - 1:.0%})")
+
+
+SCALING_SEEDS, SCALING_FACTORS = 16, (1, 4, 16)  # 16, 64 and 256 seeds
+SCALING_EPOCHS = 200  # 739,200 run-epochs in all: about 30 s of training at the README's 2-core peer rate
+
+
+def scaling(plans: dict[int, list[runner.Program]]) -> None:
+    """A workload's training at each seed count (`plans`, seeds -> programs):
+    with cost linear in the work, run-epochs/s stays flat as the grid grows."""
+    print(f"{'seeds':>6} {'runs':>6} {'run-epochs':>11} {'compile s':>10} {'train s':>8} {'run-epochs/s':>13} "
+          f"on {len(jax.devices())} x {jax.devices()[0].device_kind}")
+    for seeds, programs in plans.items():
+        timings = [timed(p) for p in programs]
+        train_s = sum(t.train_s for t in timings)
+        print(f"{seeds:6d} {sum(len(p.runs) for p in programs):6d} {run_epochs(programs):11,d} "
+              f"{sum(t.compile_s for t in timings):10.1f} {train_s:8.1f} {run_epochs(programs) / train_s:13,.0f}")
 
 
 def freeze_depth(setup: config.Setup, batches=(64, 1024), steps: int = 500) -> None:

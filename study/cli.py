@@ -225,12 +225,16 @@ def cmd_bench(args) -> None:
     elif args.workload == "tracking":
         plans = {name: question.plan(**sizes) for name, question in registry.experiments().items()}
         bench.tracking_overhead({name: p for name, p in plans.items() if any(x.setup.tracking for x in p)})
+    elif args.workload == "scaling":
+        peer, smallest = registry.workloads()["peer"], args.seeds or bench.SCALING_SEEDS
+        bench.scaling({k * smallest: peer.plan(seeds=k * smallest, epochs=args.epochs or bench.SCALING_EPOCHS)
+                       for k in bench.SCALING_FACTORS})
     else:
         programs = registry.get("transfer").plan(quick=True)
         bench.freeze_depth(next(p.setup for p in programs if p.label == "finetune_all"))
 
 
-BENCHMARKS = ("peer", "grid", "tracking", "freeze-depth")
+BENCHMARKS = ("peer", "grid", "tracking", "freeze-depth", "scaling")
 
 
 def default_sizes(option: str) -> str:
@@ -283,7 +287,8 @@ def build_parser() -> Parser:
     bench.add_argument("workload", choices=BENCHMARKS, help="peer: the peer workload (16 seeds x 11 schemes, "
                        "1000 full-batch epochs); grid: the initialization grid against the matmul floor and a "
                        "Python loop; tracking: the cost of weight tracking; freeze-depth: a transfer step per "
-                       "freeze depth")
+                       "freeze depth; scaling: run-epochs/s of the peer workload at 16, 64 and 256 seeds "
+                       "(--seeds: the smallest of the three; 200 epochs unless --epochs)")
     bench.add_argument("--torch", action="store_true", help="peer: also train it in PyTorch (the bench extra)")
     bench.add_argument("--seeds", type=positive, help="seeds per condition (default: the workload's)")
     bench.add_argument("--epochs", type=positive, help="epochs per run (default: the workload's)")
