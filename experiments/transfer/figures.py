@@ -61,8 +61,10 @@ def draw_phase(data: pd.DataFrame):
     notes = data.assign(note=[f"{b}\n{100 * m:+.1f} pt{PHASE_NOTES[v]}\nvs {r}" for b, m, v, r in
                               zip(data["best"], data["margin"], data["verdict"], data["runner_up"])])
     notes = notes.pivot(index="similarity", columns="n_target", values="note")
+    arms = sorted(set(winner) - {"tie"})
     return fig.category_grid(grid.sort_index(ascending=False), notes.sort_index(ascending=False),
-                             xlabel="target examples per class", ylabel="similarity to the source")
+                             xlabel="target examples per class", ylabel="similarity to the source",
+                             colors={**fig.palette(arms), "tie": fig.VERDICT_COLORS["inconclusive"]})
 
 
 def stfjs_curves(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -102,7 +104,7 @@ def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
         fig.Figure("phase", "The best strategy (colour) in each cell of target size x similarity, by mean "
                    "final large-sample accuracy over seeds, every strategy at its learning rates chosen on "
                    "validation; text: the best, its margin over the runner-up, paired by seed, and the "
-                   "runner-up; coloured 'tie' where the 95% interval of the margin lies within half a "
+                   "runner-up; grey, 'tie', where the 95% interval of the margin lies within half a "
                    "point, '(ns)' where it includes 0 and reaches further.", phase_diagram(runs), draw_phase),
         fig.Figure("learning-rate", "Every arm's learning-rate curve in three cells: mean final validation "
                    "accuracy over seeds per rate of its grid (for finetune_all and staged at the best head "
