@@ -256,8 +256,10 @@ def to_html(md: str, base: Path) -> str:
 
     body = markdown.markdown(md, extensions=["tables", "toc", NoRawHtml()])
     body = re.sub(r'src="(\.\./figures/[\w-]+\.png)"', embed, body)
+    # A wide table scrolls inside its own box, so the page itself fits its window.
     style = ("body{font-family:sans-serif;max-width:70em;margin:auto;padding:1em;line-height:1.4}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:.2em .5em}"
+             "table{border-collapse:collapse;margin:1em 0;display:block;max-width:100%;overflow-x:auto}"
+             "td,th{border:1px solid #bbb;padding:.2em .5em}"
              "img{max-width:100%}")
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Study report</title>"
             f"<style>{style}</style></head><body>\n{body}\n</body></html>\n")
