@@ -45,8 +45,7 @@ def cache_counts() -> tuple[int, int]:
 
 def configure(cpu_devices: int | None = None, distributed: bool = False, cache: bool = True) -> None:
     """Set the XLA flags, CPU device count and compilation cache, and join a
-    multi-host job (`jax.distributed.initialize` reads the cluster from its
-    environment). Must run before the first computation."""
+    multi-host job (the cluster from the environment, see `cluster_from_env`). Must run before the first computation."""
     flags = os.environ.get("XLA_FLAGS", "")
     if DETERMINISTIC_CPU_FLAGS not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_CPU_FLAGS}".strip()
@@ -57,7 +56,15 @@ def configure(cpu_devices: int | None = None, distributed: bool = False, cache: 
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
         count_cache_events()
     if distributed:
-        jax.distributed.initialize()
+        jax.distributed.initialize(**cluster_from_env())
+
+
+def cluster_from_env() -> dict[str, int]:
+    """`num_processes` and `process_id` from $JAX_NUM_PROCESSES and
+    $JAX_PROCESS_ID where set: JAX itself reads only $JAX_COORDINATOR_ADDRESS
+    (and detects SLURM, Open MPI and Kubernetes jobs on its own)."""
+    names = {"num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
+    return {arg: int(os.environ[env]) for arg, env in names.items() if os.environ.get(env)}
 
 
 def describe() -> dict:

@@ -12,14 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import SMALLEST
 from study import cli, results
-
-
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    out = tmp_path_factory.mktemp("quick")
-    assert cli.main(["all", "--quick", "--out", str(out)]) == 0
-    return out
 
 
 def test_list_names_each_experiment(capsys):
@@ -182,17 +176,13 @@ def test_malformed_results_file_is_rejected(tmp_path, capsys):
 
 
 
-def test_two_fresh_processes_give_identical_data_with_a_cold_and_a_warm_cache(tmp_path):
+def test_two_fresh_processes_give_identical_data_with_a_cold_and_a_warm_cache(fresh_runs):
     """The same command in two new processes: the first compiles into an
     empty compilation cache, the second loads from it; same data."""
-    env = {**os.environ, "STUDY_CACHE_DIR": str(tmp_path / "cache")}
     frames = []
-    for out in ("cold", "warm"):
-        command = [sys.executable, "-m", "study.cli", "run", "layer_convergence", "--seeds", "1", "--epochs", "4",
-                   "--out", str(tmp_path / out)]
-        done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-        assert ("programs loaded" in done.stderr) and (out == "cold") == (" 0 programs loaded" in done.stderr)
-        frames.append(pd.read_parquet(tmp_path / out / "results" / "layer_convergence.parquet").drop(columns="step_time_s"))
+    for out, stderr in fresh_runs:
+        assert ("programs loaded" in stderr) and (out.name == "cold") == (" 0 programs loaded" in stderr)
+        frames.append(pd.read_parquet(out / "results" / "layer_convergence.parquet").drop(columns="step_time_s"))
     pd.testing.assert_frame_equal(*frames)
 
 
@@ -202,7 +192,7 @@ def test_ctrl_c_while_compiling_exits_130_with_one_line_and_writes_nothing(tmp_p
     env = {**os.environ, "STUDY_CACHE_DIR": ""}
     start = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "  # as in a terminal,
              "from study import cli; sys.exit(cli.main(sys.argv[1:]))")  # even where the tests run under nohup
-    command = [sys.executable, "-c", start, "run", "transfer", "--quick", "--out", str(tmp_path)]
+    command = [sys.executable, "-c", start, *SMALLEST, "--out", str(tmp_path)]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     for line in process.stderr:  # the first program has started compiling
         if "compiling and training" in line:
