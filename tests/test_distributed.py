@@ -19,9 +19,13 @@ def test_two_processes_write_the_results_of_one(fresh_runs, tmp_path):
     processes = [study_process([*SMALLEST, "--distributed", "--out", str(tmp_path / str(i))],
                                {**cluster, "JAX_PROCESS_ID": str(i), "STUDY_CACHE_DIR": str(tmp_path / "cache")})
                  for i in range(2)]
-    for process in processes:
-        stderr = process.communicate(timeout=300)[1]
-        assert process.returncode == 0, stderr
+    try:
+        for process in processes:
+            stderr = process.communicate(timeout=300)[1]
+            assert process.returncode == 0, stderr
+    finally:  # a process whose peer failed would wait for it
+        for process in processes:
+            process.kill()
     assert not list((tmp_path / "1").rglob("*.parquet"))  # process 1 writes nothing
     two = results.read(tmp_path / "0" / "results" / "layer_convergence.parquet")
     one = results.read(fresh_runs[0][0] / "results" / "layer_convergence.parquet")
