@@ -116,31 +116,45 @@ def body_rate_runs(frame: pd.DataFrame, arm: str = "finetune_all") -> pd.DataFra
 
 def phase_diagram(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (size, similarity): the arm with the best mean final accuracy and
-    the runner-up, chosen on the even seeds, and the paired margin between
-    them with its interval on the odd seeds, judged as a claim that the best
-    arm is better (`stats.POINTS`: a tie within half a point)."""
+    the runner-up (a distinct arm, see `rivals`), chosen on the even seeds,
+    and the paired margin between them with its interval on the odd seeds,
+    judged as a claim that the best arm is better (`stats.POINTS`: a tie
+    within half a point)."""
     rule = stats.Rule(0.0, "above", stats.POINTS.tolerance)
     rows = []
     for (n, s), _ in runs.groupby(["n_target", "similarity"]):
         table = by_seed(runs, n, s)
         selects = stats.selection_half(table.index)
-        best, second = table[selects].mean().sort_values(ascending=False).index[:2]
+        best = table[selects].mean().idxmax()
+        second = rivals(table, best)[selects].drop(columns=best).mean().idxmax()
         ci = stats.mean_ci((table[best] - table[second])[~selects])
         rows.append({"n_target": n, "similarity": s, "best": best, "runner_up": second, "accuracy": table[best].mean(),
                      "margin": ci.mean, "lo": ci.lo, "hi": ci.hi, "n": ci.n, "verdict": rule.cell(ci)})
     return pd.DataFrame(rows)
 
 
+COPIES = {"finetune_all": ("wide_head",)}  # an arm -> the same strategy under another name (three more outputs)
+
+
+def rivals(table: pd.DataFrame, arm: str) -> pd.DataFrame:
+    """`table` (seeds x arms) without `arm` under another name: the arms whose
+    runs are its own (the same values on every seed, e.g. reinit where it
+    picked scratch's rate) and its relabelled copies (`COPIES`). What a
+    "best other" ranges over: the alternatives to `arm`, never itself."""
+    same = [c for c in table if c != arm and (table[c].equals(table[arm]) or c in COPIES.get(arm, ()))]
+    return table.drop(columns=same)
+
+
 def versus(runs: pd.DataFrame, arm: str, other: str | None, cells, value: str = "eval_acc") -> dict[str, pd.Series]:
     """Per cell: `arm` minus `other`, paired by seed; with `other` None, minus
-    the best other arm by its mean on the even seeds, on the odd seeds."""
+    the best of its `rivals` by its mean on the even seeds, on the odd seeds."""
     out = {}
     for n, s in cells:
         table = by_seed(runs, n, s, value)
         if other:
             out[cell_name(n, s)] = table[arm] - table[other]
             continue
-        rival, difference = stats.versus_best(table, arm)
+        rival, difference = stats.versus_best(rivals(table, arm), arm)
         out[f"{cell_name(n, s)} (vs {rival})"] = difference
     return out
 

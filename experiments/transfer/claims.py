@@ -104,8 +104,9 @@ def source_claims(frame: pd.DataFrame, runs: pd.DataFrame) -> list[Claim]:
         out.append(Claim(source="S-questions", text=f"{size.capitalize()} and {sim} target: {words}.",
                          source_number="none given",
                          statistic=f"{end} final large-sample accuracy of {arm} minus the best other strategy in the "
-                         "cell (chosen by its mean on the even seeds), paired by seed on the odd seeds; "
-                         "claimed above 0.", cells=versus(runs, arm, None, scenarios[(size, sim)]), threshold=0.0,
+                         "cell (chosen by its mean on the even seeds, among the alternatives to it: never an arm "
+                         "whose runs are its own, nor wide_head for finetune_all), paired by seed on the odd "
+                         "seeds; claimed above 0.", cells=versus(runs, arm, None, scenarios[(size, sim)]), threshold=0.0,
                          claimed="above",
                          unit=stats.POINTS))
     out += [
