@@ -104,11 +104,11 @@ def test_quick_run_writes_figures_and_report(quick):
     assert "## Q2. Do different layers converge at different speeds?" in md
     assert "## Q3. How does regularization affect the weights?" in md
     assert "## Q4. When should one freeze, fine-tune or train from scratch?" in md
-    assert md.count("**Claim ") == 6 + 12 + 10 + 14 and md.count("**Design check ") == 4 + 6
+    assert md.count("**Claim ") == 6 + 12 + 10 + 16 and md.count("**Design check ") == 4 + 6
     assert "Verdict rule" in md and "| hidden 2 | 100 x 100 |" in md and "## Verdicts at a glance" in md
     assert "## What we found" in md and "[q3-claim-10](#q3-claim-10)" in md
     claims = pd.read_csv(quick / "paper" / "claims.csv")
-    assert claims["id"].nunique() == 6 + 16 + 10 + 20 and "q4-claim-20" in set(claims["id"])
+    assert claims["id"].nunique() == 6 + 16 + 10 + 22 and "q4-claim-22" in set(claims["id"])
     assert claims["cell_verdict"].isin(["reproduced", "contradicted", "tie", "inconclusive"]).all()
     assert claims["verdict_kind"].isin(["reproduced", "contradicted", "tie", "inconclusive", "split"]).all()
     assert ((claims["lo"] <= claims["estimate"]) & (claims["estimate"] <= claims["hi"])).all()

@@ -1,4 +1,5 @@
-"""Q4's analysis: per-run frames, the phase diagram, the grid-edge and convergence checks, step costs (reads results only)."""
+"""Q4's analysis: per-run frames, the phase diagram, the rivals of an arm,
+the grid-edge and convergence checks, step costs (reads results only)."""
 
 from __future__ import annotations
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from study import stats
 from study.claims import Claim
 from study.results import Results
-from experiments.transfer.analysis import CONVERGED, LAST_SHARE, body_rate_runs, by_seed, convergence, grid_edges, head_rate_cost, per_run, scenario_cells, versus
+from experiments.transfer.analysis import (
+    CONVERGED, LAST_SHARE, body_rate_runs, by_seed, cell_name, convergence, grid_edges, head_rate_cost, per_run,
+    scenario_cells, versus,
+)
 from experiments.transfer.design import BODY_RATES, FROZEN, HEAD_LR, LAYERS, NO_FREEZE, STAGED_RATES, TARGET_TASK, WIDE
 
 
@@ -15,6 +19,13 @@ def step_ratio(runs: pd.DataFrame, slow: str, fast: str) -> dict[str, stats.Inte
     """One timing per program, so the 'interval' is the measured ratio itself."""
     times = runs.groupby("arm")["step_time_s"].first()
     return {f"{slow} / {fast}": measured(times[slow] / times[fast])}
+
+
+def rate_ratio(runs: pd.DataFrame, arm: str, other: str, cells) -> dict[str, stats.Interval]:
+    """Per cell: log10 of `arm`'s learning rate chosen on validation over
+    `other`'s (one choice per cell, so measured once)."""
+    rates = runs.groupby(["n_target", "similarity", "arm"])["lr"].first()
+    return {cell_name(n, s): measured(np.log10(rates[n, s, arm] / rates[n, s, other])) for n, s in cells}
 
 
 def measured(value: float) -> stats.Interval:
@@ -106,9 +117,8 @@ def source_claims(frame: pd.DataFrame, runs: pd.DataFrame) -> list[Claim]:
                          statistic=f"{end} final large-sample accuracy of {arm} minus the best other strategy in the "
                          "cell (chosen by its mean on the even seeds, among the alternatives to it: never an arm "
                          "whose runs are its own, nor wide_head for finetune_all), paired by seed on the odd "
-                         "seeds; claimed above 0.", cells=versus(runs, arm, None, scenarios[(size, sim)]), threshold=0.0,
-                         claimed="above",
-                         unit=stats.POINTS))
+                         "seeds; claimed above 0.", cells=versus(runs, arm, None, scenarios[(size, sim)]),
+                         threshold=0.0, claimed="above", unit=stats.POINTS))
     out += [
         Claim(source="S-questions",
               text="Large and dissimilar: fine-tuning often still helps over training from scratch.",
@@ -163,5 +173,18 @@ def source_claims(frame: pd.DataFrame, runs: pd.DataFrame) -> list[Claim]:
               statistic=f"{end} final accuracy of wide_head ({WIDE} outputs for {TARGET_TASK.classes} classes) minus "
               "finetune_all; claimed above 0.",
               cells=versus(runs, "wide_head", NO_FREEZE, corners), threshold=0.0, claimed="above", unit=stats.POINTS),
+        Claim(source="S-questions, S-tricks", text="Fine-tuning wants a smaller learning rate than training from "
+              "scratch.", source_number="none given",
+              statistic="log10 of finetune_all's pretrained-layer rate chosen on validation over scratch's, per "
+              "cell (one choice each, measured once); claimed below 0 (a smaller rate), a tie within a quarter "
+              "of a decade.", cells=rate_ratio(runs, NO_FREEZE, "scratch", corners), threshold=0.0,
+              claimed="below", unit=stats.Unit(0.25, digits=2, suffix=" decades")),
+        Claim(source="S-questions", text="Small and dissimilar target: an earlier layer's features beat the last "
+              "layer's.", source_number="none given",
+              statistic=f"{end} final accuracy of feature_extraction_early (a head on the second hidden layer) "
+              "minus feature_extraction (on the last), paired by seed: the comparison the advice implies; "
+              "claimed above 0.", cells=versus(runs, "feature_extraction_early", "feature_extraction",
+                                                scenarios[("small", "dissimilar")]),
+              threshold=0.0, claimed="above", unit=stats.POINTS),
     ]
     return out

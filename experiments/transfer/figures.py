@@ -8,7 +8,9 @@ from study import figures as fig
 from study import stats
 from study.claims import Claim
 from study.results import Results
-from experiments.transfer.analysis import CONVERGED, cell_name, convergence, per_run, phase_diagram, step_flops, transfer_model, with_arms
+from experiments.transfer.analysis import (
+    CONVERGED, cell_name, convergence, per_run, phase_diagram, step_flops, transfer_model, with_arms,
+)
 from experiments.transfer.design import CONDITION, FROZEN, FROZEN_K, LAYERS, NO_FREEZE, REINITIALIZED
 
 
