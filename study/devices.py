@@ -45,7 +45,8 @@ def cache_counts() -> tuple[int, int]:
 
 def configure(cpu_devices: int | None = None, distributed: bool = False, cache: bool = True) -> None:
     """Set the XLA flags, CPU device count and compilation cache, and join a
-    multi-host job (the cluster from the environment, see `cluster_from_env`). Must run before the first computation."""
+    multi-host job (the cluster from the environment, see `cluster_from_env`).
+    Must run before the first computation."""
     flags = os.environ.get("XLA_FLAGS", "")
     if DETERMINISTIC_CPU_FLAGS not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_CPU_FLAGS}".strip()
