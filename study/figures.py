@@ -1,7 +1,10 @@
 """Seaborn figures drawn from seed summaries, never from training.
 
-Plot functions take a summary frame (columns `mean`, `lo`, `hi` from
-`stats.summarize`) and an optional Axes, and return the Axes. A `Figure`
+Panel functions (`bands`, `intervals`) take a summary frame (columns
+`mean`, `lo`, `hi` from `stats.summarize`) and an optional Axes, and
+return the Axes; figure functions (`facets`, `trajectories`, `lines`,
+`strips`, `category_grid`, `verdict_grid`) take a frame and return a whole
+matplotlib Figure, `facets` one panel per value of a column. A `Figure`
 couples the summary it draws with its drawing function, so the exact numbers
 behind every plot are saved beside it as CSV and can be checked to
 regenerate unchanged.
