@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from study import figures as fig
 from study import stats
@@ -103,10 +102,53 @@ CHOICES = {"tracked weights (source)": {"budget 50%": dict(budget=0.5), "budget 
            "CKA gap area": {}}
 
 
-def first_from(condition: np.ndarray, epochs: np.ndarray) -> float:
-    """The first epoch from which `condition` holds to the end."""
-    failing = np.flatnonzero(~condition)
-    return float(epochs[0] if failing.size == 0 else epochs[min(failing[-1] + 1, len(epochs) - 1)])
+KEYS = [*CELL, "seed", "layer"]  # one weight matrix of one run
+
+
+class Groups:
+    """The rows of a frame sorted by (KEYS, epoch), as contiguous groups:
+    per-group operations as array operations (a loop over the thousands of
+    weight matrices was most of the analysis's time)."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+        self.id = frame.groupby(KEYS, sort=False).ngroup().to_numpy()
+        self.size = np.bincount(self.id)
+        self.start = np.cumsum(self.size) - self.size
+        self.position = np.arange(len(frame)) - self.start[self.id]
+        self.epochs = frame["epoch"].to_numpy()
+
+    def keys(self) -> pd.DataFrame:
+        return self.frame[KEYS].iloc[self.start].reset_index(drop=True)
+
+    def first_true(self, condition: np.ndarray) -> np.ndarray:
+        """The first epoch at which `condition` holds (the group's first epoch if never)."""
+        first = np.full(len(self.size), np.iinfo(np.int64).max)
+        np.minimum.at(first, self.id[condition], self.position[condition])
+        return self.epochs[self.start + np.where(first == np.iinfo(np.int64).max, 0, first)].astype(float)
+
+    def first_from(self, condition: np.ndarray) -> np.ndarray:
+        """The first epoch from which `condition` holds to the end (the last
+        epoch if it fails there)."""
+        last_fail = np.full(len(self.size), -1)
+        np.maximum.at(last_fail, self.id[~condition], self.position[~condition])
+        return self.epochs[self.start + np.minimum(last_fail + 1, self.size - 1)].astype(float)
+
+    def cumulative_share(self, values: np.ndarray) -> np.ndarray:
+        """Each row's share of its group's total of `values`, summed up to it."""
+        series = pd.Series(values)
+        grouped = series.groupby(self.id)
+        return (grouped.cumsum() / grouped.transform("sum")).to_numpy()
+
+    def gap_area(self, cka: np.ndarray) -> np.ndarray:
+        """The mean of 1 - CKA over the epochs spanned (trapezoid rule); the
+        one value's gap for a group of one."""
+        gap, later = 1 - cka, self.position > 0
+        pieces = np.where(later, (gap + np.roll(gap, 1)) / 2 * (self.epochs - np.roll(self.epochs, 1)), 0.0)
+        span = self.epochs[self.start + self.size - 1] - self.epochs[self.start]
+        area = np.bincount(self.id, weights=pieces)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.size > 1, area / span, gap[self.start])
 
 
 def convergence(layers: pd.DataFrame, budget: float = 1.0, moved: float = MOVED, near: float = NEAR,
@@ -115,43 +157,35 @@ def convergence(layers: pd.DataFrame, budget: float = 1.0, moved: float = MOVED,
     (the CKA gap area instead of an epoch), with the given thresholds, read
     over the first `budget` share of each variant's epochs."""
     last = layers.groupby("variant")["epoch"].transform("max")
-    layers = layers[layers["epoch"] <= budget * last]
-    rows = []
-    for key, g in layers.sort_values("epoch").groupby([*CELL, "seed", "layer"]):
-        epochs = g["epoch"].to_numpy()
-        tracked = tracked_change(g).to_numpy()
-        dist = g["dist_final"].to_numpy()
-        row = dict(zip([*CELL, "seed", "layer"], key))
-        for name, series in [("tracked weights (source)", tracked), ("relative change", g["rel_change"].to_numpy())]:
-            share = np.cumsum(series) / np.sum(series)
-            row[name] = float(epochs[np.argmax(share >= moved)])
-        row["distance to final"] = first_from(dist <= near * g["dist_init"].to_numpy()[-1], epochs)
-        probed = g.dropna(subset=["cka_final"])
-        cka, at = probed["cka_final"].to_numpy(), probed["epoch"].to_numpy()
-        row["CKA to final"] = first_from(cka >= similar, at) if len(at) else np.nan  # none probed in the budget
-        row["CKA gap area"] = cka_gap_area(cka, at)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def cka_gap_area(cka: np.ndarray, epochs: np.ndarray) -> float:
-    """The mean of 1 - CKA over the epochs spanned (trapezoid rule); the one
-    value's gap when a single epoch was probed, NaN when none was."""
-    if len(epochs) < 2:
-        return float(1 - cka[0]) if len(epochs) else np.nan
-    return float(np.trapezoid(1 - cka, epochs) / (epochs[-1] - epochs[0]))
+    layers = layers[layers["epoch"] <= budget * last].sort_values([*KEYS, "epoch"], kind="stable")
+    runs = Groups(layers)
+    out = runs.keys()
+    for name, series in [("tracked weights (source)", tracked_change(layers)), ("relative change", layers["rel_change"])]:
+        out[name] = runs.first_true(runs.cumulative_share(series.to_numpy()) >= moved)
+    dist_init_last = layers.groupby(KEYS, sort=False)["dist_init"].transform("last").to_numpy()
+    out["distance to final"] = runs.first_from(layers["dist_final"].to_numpy() <= near * dist_init_last)
+    probed = layers.dropna(subset=["cka_final"])
+    cka = Groups(probed)
+    found = cka.keys().assign(**{"CKA to final": cka.first_from(probed["cka_final"].to_numpy() >= similar),
+                                 "CKA gap area": cka.gap_area(probed["cka_final"].to_numpy())})
+    return out.merge(found, on=KEYS, how="left")  # NaN where nothing was probed within the budget
 
 
 def order_statistic(conv: pd.DataFrame) -> pd.DataFrame:
     """Per run and measure: Spearman's rho between layer index and its
-    convergence epoch (negative: later layers converge first)."""
+    convergence epoch (negative: later layers converge first): the Pearson
+    correlation of their ranks, for every run at once; 0 where the epochs
+    are all equal, NaN where one is missing."""
     long = conv.melt(id_vars=[*CELL, "seed", "layer"], var_name="measure", value_name="epoch")
-
-    def rho(g):
-        return sps.spearmanr(g["layer"], g["epoch"]).statistic if g["epoch"].nunique() > 1 else 0.0
-
-    return long.groupby([*CELL, "seed", "measure"]).apply(rho, include_groups=False) \
-        .rename("rho").reset_index()
+    run = [long[k] for k in [*CELL, "seed", "measure"]]
+    ranks = long[["layer", "epoch"]].groupby(run).rank()
+    centred = ranks - ranks.groupby(run).transform("mean")
+    products = centred.assign(both=centred["layer"] * centred["epoch"], layer=centred["layer"] ** 2,
+                              epoch=centred["epoch"] ** 2).groupby(run).sum()
+    rho = products["both"] / np.sqrt(products["layer"] * products["epoch"])
+    missing = long["epoch"].isna().groupby(run).any()
+    constant = long["epoch"].groupby(run).nunique() <= 1
+    return rho.where(~missing, np.nan).where(~constant, 0.0).rename("rho").reset_index()
 
 
 def cell_label(key) -> str:

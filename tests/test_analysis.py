@@ -10,11 +10,15 @@ from study import stats
 
 
 def test_convergence_epochs_by_hand():
-    """first_from: the epoch from which a condition holds to the end."""
-    epochs = np.array([1, 2, 3, 4, 5])
-    assert layer_convergence.first_from(np.array([True, False, True, True, True]), epochs) == 3
-    assert layer_convergence.first_from(np.array([True] * 5), epochs) == 1
-    assert layer_convergence.first_from(np.array([True, True, True, True, False]), epochs) == 5  # never: the last
+    """Per group at once: the epoch from which a condition holds to the end
+    (the last epoch if it fails there), and the first epoch where it holds
+    (the first epoch if never); three groups of five epochs."""
+    frame = pd.DataFrame({**{k: "x" for k in layer_convergence.CELL}, "seed": 0, "layer": np.repeat([0, 1, 2], 5),
+                          "epoch": np.tile([1, 2, 3, 4, 5], 3)})
+    groups = layer_convergence.Groups(frame)
+    condition = np.array([True, False, True, True, True] + [True] * 5 + [True, True, True, True, False])
+    assert groups.first_from(condition).tolist() == [3, 1, 5]
+    assert groups.first_true(~condition).tolist() == [2, 1, 5]
 
 
 def layer_rows(layer, moved, dist, cka):
