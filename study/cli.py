@@ -95,8 +95,9 @@ def cmd_run(args) -> None:
         config = question.config(args.seeds, args.epochs, args.quick)
         res = runner.run(question.name, programs, config, progress=log, batch_runs=args.batch_runs)
         path = results.path_for(args.out, question.name)
-        if jax.process_index() == 0:  # every host holds the gathered results; one writes
-            save(path, res)
+        if jax.process_index() != 0:  # every host holds the gathered results; process 0 writes them
+            continue
+        save(path, res)
         files = [(path.name, res.frame)] + [(f"{question.name}-{k}", f) for k, f in res.tables.items()]
         written = ", ".join(f"{name} ({len(f):,} rows)" for name, f in files)
         log(f"[{question.name}] wrote {written} to {path.parent} in {time.perf_counter() - start:.1f} s")
