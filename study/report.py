@@ -75,8 +75,7 @@ def claim_detail(question: int, i: int, claim: Claim) -> str:
                           "n": c.interval.n, "detectable": unit.number(c.detectable),
                           "seeds for the tolerance": c.seeds_needed or "",
                           "verdict": c.verdict} for c in result.cells])
-    kind = "Design check" if claim.design_check else "Claim"
-    return (f'<a id="{claim_id(question, i)}"></a>\n\n**{kind} {i}. {claim.text}** ({claim.source}). '
+    return (f'<a id="{claim_id(question, i)}"></a>\n\n**{claim.kind.capitalize()} {i}. {claim.text}** ({claim.source}). '
             f"Statistic: {claim.statistic} Tie band: within {unit.number(unit.tolerance)} "
             f"of the threshold. Verdict: {verdict_text(claim)}, kept in {result.stability:.0%} of seed resamples; "
             f"{moved_text(claim)}.{where_text(claim)}\n\n{markdown_table(rows)}\n")
@@ -143,12 +142,13 @@ def findings(chapters: list[Chapter], link: str = "#") -> str:
     parts = []
     for chapter in chapters:
         numbered = list(enumerate(chapter.claims, 1))
-        checks = [c for _, c in numbered if c.design_check]
         lines = [finding(chapter.number, i, c, link) for i, c in numbered if not c.design_check]
+        checks = [(i, c) for i, c in numbered if c.design_check]
         if checks:
-            held = sum(c.result.kind == "reproduced" for c in checks)
-            lines.append(f"- Design checks: {held} of {len(checks)} hold; the others are read beside the claims "
-                         "they guard.")
+            failing = [f"[{claim_id(chapter.number, i)}]({link}{claim_id(chapter.number, i)})"
+                       for i, c in checks if c.result.kind != "reproduced"]
+            lines.append(f"- Design checks: {len(checks) - len(failing)} of {len(checks)} hold in every cell"
+                         + (f"; see {', '.join(failing)} before citing the claims they guard." if failing else "."))
         parts.append(f"**Q{chapter.number}. {chapter.question.question}**\n\n" + "\n".join(lines) + "\n")
     return "\n".join(parts)
 
