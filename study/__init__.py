@@ -28,4 +28,4 @@ def draw(name: str, results) -> dict:
     from study import registry
 
     question = registry.get(name)
-    return {f.name: f.draw(f.data) for f in question.figures(results, question.claims(results))}
+    return {f.name: f.render() for f in question.figures(results, question.claims(results))}

@@ -1,10 +1,10 @@
 """Seaborn figures drawn from seed summaries, never from training.
 
-Panel functions (`bands`, `intervals`) take a summary frame (columns
-`mean`, `lo`, `hi` from `stats.summarize`) and an optional Axes, and
-return the Axes; figure functions (`facets`, `trajectories`, `lines`,
-`strips`, `category_grid`, `verdict_grid`) take a frame and return a whole
-matplotlib Figure, `facets` one panel per value of a column. A `Figure`
+Plot functions (`bands`, `intervals`, `lines`, `strips`, `category_grid`,
+`verdict_grid`) take a frame and an optional Axes (a new figure sized for
+the data when none is given) and return the Axes they drew on; `facets`
+and `trajectories` lay out one such panel per value of a column and
+return the whole matplotlib Figure. A `Figure`
 couples the summary it draws with its drawing function, so the exact numbers
 behind every plot are saved beside it as CSV and can be checked to
 regenerate unchanged.
@@ -36,7 +36,12 @@ class Figure:
     name: str  # file stem: `<experiment>-<name>`
     caption: str
     data: pd.DataFrame  # the summary drawn
-    draw: Callable[[pd.DataFrame], matplotlib.figure.Figure]
+    draw: Callable[[pd.DataFrame], matplotlib.figure.Figure | matplotlib.axes.Axes]
+
+    def render(self) -> matplotlib.figure.Figure:
+        """The matplotlib figure `draw` makes of `data` (its Axes' figure for a single panel)."""
+        drawn = self.draw(self.data)
+        return drawn.figure if isinstance(drawn, matplotlib.axes.Axes) else drawn
 
 
 def palette(levels) -> dict:
@@ -118,66 +123,67 @@ def facets(summary: pd.DataFrame, col: str, plot: Callable, *, ylabel: str, widt
     return fig
 
 
-def lines(data: pd.DataFrame, *, x: str, y: str, hue: str, ylim=None) -> matplotlib.figure.Figure:
+def lines(data: pd.DataFrame, *, x: str, y: str, hue: str, ylim=None, ax=None) -> matplotlib.axes.Axes:
     """One marked line per level of `hue` (values without seeds to summarise)."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax = ax or plt.subplots(figsize=(5.5, 3.6))[1]
     sns.lineplot(data, x=x, y=y, hue=hue, marker="o", ax=ax, palette=palette(list(dict.fromkeys(data[hue]))))
     ax.set_ylim(ylim)
-    fig.tight_layout()
-    return fig
+    ax.figure.tight_layout()
+    return ax
 
 
-def strips(data: pd.DataFrame, *, x: str, y: str, hue: str, bounds=(), xlabel: str) -> matplotlib.figure.Figure:
+def strips(data: pd.DataFrame, *, x: str, y: str, hue: str, bounds=(), xlabel: str, ax=None) -> matplotlib.axes.Axes:
     """One dot per row along `x`, a row of dots per level of `y`, coloured
     by `hue`; dashed lines at `bounds` (e.g. a check's limits)."""
     levels = [str(level) for level in sorted(data[hue].unique())]  # one distinct colour per level, in order
     data = data.assign(**{hue: data[hue].astype(str)})
-    fig, ax = plt.subplots(figsize=(6.5, 0.35 * data[y].nunique() + 1.6))
+    ax = ax or plt.subplots(figsize=(6.5, 0.35 * data[y].nunique() + 1.6))[1]
     sns.swarmplot(data, x=x, y=y, hue=hue, hue_order=levels, palette=dict(zip(levels, sns.color_palette(
         "viridis", len(levels)))), size=4, ax=ax)  # deterministic, unlike a jittered strip plot
     for bound in bounds:
         ax.axvline(bound, color="grey", linestyle="--", linewidth=1)
     ax.set_xlabel(xlabel)
     ax.legend(title=hue, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    fig.tight_layout()
-    return fig
+    ax.figure.tight_layout()
+    return ax
 
 
 def category_grid(categories: pd.DataFrame, notes: pd.DataFrame, *, xlabel: str, ylabel: str,
-                  width: float = 2.2, height: float = 1.0, colors: dict | None = None) -> matplotlib.figure.Figure:
+                  width: float = 2.2, height: float = 1.0, colors: dict | None = None,
+                  ax=None) -> matplotlib.axes.Axes:
     """A heatmap of categories (e.g. the best strategy per cell), each cell
     coloured by its category (`colors`, else a palette) and annotated with
     its `notes` text."""
     levels = sorted(set(categories.to_numpy().ravel()))
     colors = colors or palette(levels)
     rows, cols = categories.shape
-    fig, ax = plt.subplots(figsize=(width * cols + 2.5, height * rows + 1.2))
+    ax = ax or plt.subplots(figsize=(width * cols + 2.5, height * rows + 1.2))[1]
     sns.heatmap(categories.map(levels.index), annot=notes, fmt="", cbar=False, ax=ax, linewidths=1,
                 cmap=ListedColormap([colors[level] for level in levels]), vmin=-0.5, vmax=len(levels) - 0.5,
                 annot_kws={"fontsize": 8})
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     handles = [Patch(color=colors[level], label=level) for level in levels]
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    fig.tight_layout()
-    return fig
+    ax.figure.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.figure.tight_layout()
+    return ax
 
 
 VERDICT_COLORS = {"reproduced": "#4daf4a", "contradicted": "#e41a1c", "tie": "#80b1d3", "split": "#ffbf47",
                   "inconclusive": "#bdbdbd", "not read": "#ffffff"}
 
 
-def verdict_grid(data: pd.DataFrame) -> matplotlib.figure.Figure:
+def verdict_grid(data: pd.DataFrame, ax=None) -> matplotlib.axes.Axes:
     """A specification curve (`claims.specification_frame`): each claim's
     verdict (a row) under each analysis choice (a column), in fixed colours."""
     grid = data.pivot(index="claim", columns="choice", values="verdict")
     grid = grid.loc[list(dict.fromkeys(data["claim"])), list(dict.fromkeys(data["choice"]))].fillna("not read")
     grid.index = [label if len(label) <= 90 else label[:87] + "..." for label in grid.index]
-    figure = category_grid(grid, grid.replace("not read", ""), xlabel="analysis choice", ylabel="claim",
-                           width=max(1.3, 10 / grid.shape[1]), height=0.45, colors=VERDICT_COLORS)  # room for labels
-    figure.axes[0].tick_params(axis="x", labelrotation=30)
-    figure.tight_layout()
-    return figure
+    ax = category_grid(grid, grid.replace("not read", ""), xlabel="analysis choice", ylabel="claim",
+                       width=max(1.3, 10 / grid.shape[1]), height=0.45, colors=VERDICT_COLORS, ax=ax)  # room for labels
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.figure.tight_layout()
+    return ax
 
 
 def csv_text(figure: Figure) -> str:
@@ -227,7 +233,7 @@ def save(figure: Figure, experiment: str, out: Path) -> list[Path]:
     """Write `figures/<experiment>-<name>.{png,svg,csv}` under `out`."""
     stem = Path(out) / "figures" / f"{experiment}-{figure.name}"
     with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9):
-        fig = figure.draw(figure.data)
+        fig = figure.render()
     paths = []
     with plt.rc_context({"svg.hashsalt": figure.name}):  # stable SVG ids: reruns leave files unchanged
         for suffix, kwargs in [(".png", {"dpi": 150}), (".svg", {"metadata": {"Date": None}})]:
