@@ -27,9 +27,12 @@ from study import config, devices, network, results, stats
 from study.grid import train_grid
 
 
+MAIN = "main"  # the table of one row per (run, epoch): results/NAME.parquet
+
+
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """`table`: where its per-epoch rows go ("" the main file); `start_from`:
+    """`table`: where its per-epoch rows go (`MAIN`: the main file); `start_from`:
     the label of an earlier program with `keep_params` whose final weights,
     one network per seed 0, 1, ..., start this one's hidden layers; `tuned`:
     run columns (learning rates) chosen per condition on the validation
@@ -39,7 +42,7 @@ class Program:
     label: str
     setup: config.Setup
     runs: pd.DataFrame
-    table: str = ""
+    table: str = MAIN
     start_from: str | None = None
     tuned: tuple[str, ...] = ()
 
@@ -64,12 +67,12 @@ def tidy(runs: pd.DataFrame, axes: dict[str, np.ndarray], columns: dict[str, np.
 
 
 def tables(setup: config.Setup, runs: pd.DataFrame, out: dict, step_time_s: float) -> dict[str, pd.DataFrame]:
-    """`train_grid`'s output as tidy frames: "" one row per (run, epoch);
+    """`train_grid`'s output as tidy frames: `MAIN` one row per (run, epoch);
     with tracking, "layers" per (run, layer, kept epoch) and "weights" per
     (run, layer, weight_index, epoch). Epochs count from 1; the sampled weights
     also at epoch 0, their initial values."""
     epochs = np.arange(1, setup.epochs + 1, dtype=np.int32)
-    frames = {"": tidy(runs, {"epoch": epochs}, out["epochs"]).assign(step_time_s=step_time_s)}
+    frames = {MAIN: tidy(runs, {"epoch": epochs}, out["epochs"]).assign(step_time_s=step_time_s)}
     if "layers" in out:
         layers = np.arange(len(setup.hidden) + 1, dtype=np.int32)
         every = setup.tracking.measures_every
@@ -126,9 +129,9 @@ def run(name: str, programs: list[Program], config: dict, progress: Callable[[st
         # Each device trains its share of the runs batch_runs at a time.
         steps = -(-len(runs) // (len(jax.devices()) * timing.batch_runs)) * setup.epochs * setup.batches_per_epoch
         frames = tables(setup, runs, out, timing.train_s / steps)
-        if any(p.tuned for p in programs) and not program.table:
-            frames[""]["selected"] = select(program, frames[""])
-        parts.append({program.table + ("-" if program.table and k else "") + k: f for k, f in frames.items()})
+        if any(p.tuned for p in programs) and program.table == MAIN:
+            frames[MAIN]["selected"] = select(program, frames[MAIN])
+        parts.append({table_name(program.table, k): f for k, f in frames.items()})
         records.append({"label": program.label, "setup": dataclasses.asdict(setup),
                         "runs": len(runs), "model": network.model_table(setup),
                         "compile_s": timing.compile_s, "train_s": timing.train_s})
@@ -142,7 +145,14 @@ def run(name: str, programs: list[Program], config: dict, progress: Callable[[st
                 "wall_time_s": time.perf_counter() - start}
     params = {f"{label}/layer{j // 2}_{('kernel', 'bias')[j % 2]}": w
               for label, weights in kept.items() for j, w in enumerate(weights)}
-    return results.Results(frames.pop(""), metadata, frames, params)
+    return results.Results(frames.pop(MAIN), metadata, frames, params)
+
+
+def table_name(program_table: str, kind: str) -> str:
+    """Where a program's frames of `kind` (MAIN, "layers", "weights") go:
+    "layers" for the main program's layers, "source-layers" for those of a
+    program whose rows go to "source"."""
+    return "-".join(part for part in (program_table, kind) if part != MAIN) or MAIN
 
 
 def select(program: Program, frame: pd.DataFrame) -> np.ndarray:
