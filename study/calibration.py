@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from study.stats import LEVEL, family_level
+from study.stats import LEVEL, family_level, half_width
 
 DISTRIBUTIONS = {  # name -> (draw(rng, shape), true mean)
     "normal": (lambda rng, shape: rng.normal(size=shape), 0.0),
@@ -27,8 +26,7 @@ RANDOM_STATE = 0
 
 def student_t(x: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     """Student-t intervals of the mean of each row of `x`."""
-    n = x.shape[1]
-    half = stats.t.ppf(0.5 + level / 2, n - 1) * x.std(1, ddof=1) / np.sqrt(n)
+    half = half_width(x.std(1, ddof=1), x.shape[1], level)
     return x.mean(1) - half, x.mean(1) + half
 
 

@@ -47,6 +47,14 @@ def finite(values) -> np.ndarray:
     return x[np.isfinite(x)]
 
 
+def half_width(spread, n, level: float, power: float | None = None):
+    """The half-width of a Student-t interval of a mean over `n` seeds with
+    this `spread` (arrays broadcast); with `power`, the smallest mean a
+    two-sided t-test at `level` detects with that probability instead."""
+    quantile = stats.t.ppf(0.5 + level / 2, n - 1) + (0 if power is None else stats.t.ppf(power, n - 1))
+    return quantile * spread / np.sqrt(n)
+
+
 def mean_ci(values, level: float = LEVEL, bounds: tuple[float, float] = (-np.inf, np.inf)) -> Interval:
     """Mean of `values` (shape (seeds,)) with its Student-t interval, clipped
     to `bounds` (the range of the statistic); NaNs dropped.
@@ -61,7 +69,7 @@ def mean_ci(values, level: float = LEVEL, bounds: tuple[float, float] = (-np.inf
     if x.size < 2:
         return Interval(mean, -np.inf, np.inf, 1)
     spread = x.std(ddof=1) if np.ptp(x) > 0 else 0.0  # exact zero: no rounding residue
-    half = stats.t.ppf(0.5 + level / 2, x.size - 1) * spread / np.sqrt(x.size)
+    half = half_width(spread, x.size, level)
     return Interval(mean, max(mean - half, bounds[0]), min(mean + half, bounds[1]), int(x.size))
 
 
@@ -78,8 +86,7 @@ def detectable(values, level: float, power: float = POWER) -> float:
     x = finite(values)
     if x.size < 2:
         return np.nan
-    df = x.size - 1
-    return float((stats.t.ppf(0.5 + level / 2, df) + stats.t.ppf(power, df)) * x.std(ddof=1) / np.sqrt(x.size))
+    return float(half_width(x.std(ddof=1), x.size, level, power))
 
 
 def seeds_needed(values, effect: float, level: float, power: float = POWER, most: int = 1024) -> int:
@@ -90,7 +97,7 @@ def seeds_needed(values, effect: float, level: float, power: float = POWER, most
     if not np.isfinite(spread) or spread == 0:
         return 2
     n = np.arange(2, most + 1)
-    needed = (stats.t.ppf(0.5 + level / 2, n - 1) + stats.t.ppf(power, n - 1)) * spread / np.sqrt(n) <= effect
+    needed = half_width(spread, n, level, power) <= effect
     return int(n[needed.argmax()]) if needed.any() else most
 
 
@@ -312,7 +319,7 @@ def stability(cells: dict, rule: Rule, level: float, bounds, verdict: str) -> fl
             continue
         resampled = x[rng.integers(x.size, size=(STABILITY_RESAMPLES, x.size))]
         mean, spread = resampled.mean(1), resampled.std(1, ddof=1)
-        half = stats.t.ppf(0.5 + level / 2, x.size - 1) * spread / np.sqrt(x.size)
+        half = half_width(spread, x.size, level)
         verdicts.append([rule.cell(Interval(m, max(m - h, bounds[0]), min(m + h, bounds[1]), x.size))
                          for m, h in zip(mean, half)])
     kept = [overall_verdict(list(row)) == verdict for row in zip(*verdicts)]
