@@ -4,9 +4,13 @@ A grid's runs share one `Setup` (static: changing it recompiles); their
 per-run values (`config.RUN_VALUES`: seeds, the index of the initialization
 scheme, the rates, ...) are traced arrays with a leading `runs` axis. The
 program is `jit(shard_map(...))` over a 1-D mesh named `runs` that spans
-every device; each device starts its runs one at a time (`loop.start_run`
-under `lax.map`) and trains them `batch_runs` at a time (`loop.train_from`
-under `vmap`), every training a `lax.scan` over epochs (see `study.loop`).
+every device. One call trains `batch_runs` runs on each device: it starts
+them one at a time (`loop.start_run` under `lax.map`) and trains them
+together (`loop.train_from` under `vmap`), every training a `lax.scan` over
+epochs (see `study.loop`). A grid of any size is a sequence of such calls
+to the same compiled program, so grids of one setup and different sizes
+(a learning-rate grid on the tuning seeds, its chosen rates on the
+evaluation seeds) compile once.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
@@ -34,24 +38,21 @@ class Timing:
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled(setup: Setup, devices: tuple, n_runs: int, batch_runs: int, pretrained: tuple):
-    """The program for `n_runs` runs; `pretrained` holds the shapes of the
-    pretrained arrays, which every device receives whole."""
+def _compiled(setup: Setup, devices: tuple, batch_runs: int, pretrained: tuple):
+    """The program for one call: `batch_runs` runs on each device;
+    `pretrained` holds the shapes of the pretrained arrays, which every
+    device receives whole."""
     mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
 
-    def batch(values, weights):
+    def per_device(values, weights):
         runs = jax.lax.map(lambda v: start_run(setup, v, weights), values)
         return jax.vmap(functools.partial(train_from, setup))(runs)
-
-    def per_device(values, weights):
-        batches = jax.tree.map(lambda v: v.reshape(-1, batch_runs), values)
-        out = jax.lax.map(lambda v: batch(v, weights), batches)
-        return jax.tree.map(lambda v: v.reshape(-1, *v.shape[2:]), out)
 
     program = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P("runs"), P()), out_specs=P("runs"),
                                       check_vma=False))
     sharding, replicated = (jax.sharding.NamedSharding(mesh, spec) for spec in (P("runs"), P()))
-    shapes = {k: jax.ShapeDtypeStruct((n_runs,), dt, sharding=sharding) for k, dt in RUN_VALUES.items()}
+    shapes = {k: jax.ShapeDtypeStruct((len(devices) * batch_runs,), dt, sharding=sharding)
+              for k, dt in RUN_VALUES.items()}
     weights = tuple(jax.ShapeDtypeStruct(shape, np.float32, sharding=replicated) for shape in pretrained)
     return program.lower(shapes, weights).compile(), sharding, replicated
 
@@ -81,40 +82,47 @@ def default_batch_runs(setup: Setup, devices: Sequence, n_runs: int) -> int:
 
 
 def train_grid(setup: Setup, values: dict[str, Sequence], *, pretrained: Sequence[np.ndarray] = (),
-               devices: Sequence | None = None, batch_runs: int | None = None) -> tuple[dict, Timing]:
-    """Train every run of a grid in one compiled program.
+               devices: Sequence | None = None, batch_runs: int | None = None,
+               trained: Callable[[int], None] = lambda runs: None) -> tuple[dict, Timing]:
+    """Train every run of a grid with one compiled program.
 
     `values` maps each key of `RUN_VALUES` (those in `OPTIONAL` default to
     0) to a sequence of length `runs`;
     `pretrained`, for a `setup.pretrained` grid, is `network.flat_params` of the
     pretrained networks stacked by seed. Returns `loop.train_run`'s output with a
     leading `runs` axis on every array, and the compile and training times.
-    Runs are padded to a multiple of the device count times `batch_runs`
-    (copies of the last run) and the padding dropped. Each device trains `batch_runs` runs at a
-    time (vmapped); by default see `default_batch_runs`.
+    Each call trains `batch_runs` runs per device (vmapped; by default see
+    `default_batch_runs`) and reports them to `trained`; the last call is
+    padded with copies of the last run, and the padding dropped.
     """
     devices = tuple(devices or jax.devices())
     n_runs = len(values["seed"])
     batch_runs = batch_runs or default_batch_runs(setup, devices, n_runs)
-    shard = len(devices) * batch_runs
-    padded = -(-n_runs // shard) * shard
+    call = len(devices) * batch_runs
+    padded = -(-n_runs // call) * call
     start = time.perf_counter()
     if setup.pretrained != bool(pretrained):
         raise ValueError("pass pretrained weights exactly when setup.pretrained is set")
     hits = devices_lib.cache_counts()[0]
-    program, sharding, replicated = _compiled(setup, devices, padded, batch_runs,
-                                              tuple(np.shape(w) for w in pretrained))
+    program, sharding, replicated = _compiled(setup, devices, batch_runs, tuple(np.shape(w) for w in pretrained))
     compiled = time.perf_counter()
     hits = devices_lib.cache_counts()[0] - hits
-    args = {k: np.asarray(values[k] if k in values or k not in OPTIONAL else np.zeros(n_runs), dtype=dt)
-            for k, dt in RUN_VALUES.items()}
-    args = {k: jax.device_put(np.pad(v, (0, padded - n_runs), mode="edge"), sharding)
-            for k, v in args.items()}
+    args = {k: np.pad(np.asarray(values[k] if k in values or k not in OPTIONAL else np.zeros(n_runs), dtype=dt),
+                      (0, padded - n_runs), mode="edge") for k, dt in RUN_VALUES.items()}
     weights = tuple(jax.device_put(np.asarray(w, np.float32), replicated) for w in pretrained)
-    out = wait(program(args, weights))
-    trained = time.perf_counter()
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        out = multihost_utils.process_allgather(out, tiled=True)
-    metrics = jax.tree.map(lambda v: np.asarray(v)[:n_runs], out)
-    return metrics, Timing(compiled - start, trained - compiled, batch_runs, hits)
+    def dispatch(first):  # asynchronous: the next call is queued while one trains
+        return program({k: jax.device_put(v[first:first + call], sharding) for k, v in args.items()}, weights)
+
+    outs, starts = [], range(0, padded, call)
+    pending = dispatch(0)
+    for first in starts:
+        out, pending = pending, dispatch(first + call) if first + call < padded else None
+        out = wait(out)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            out = multihost_utils.process_allgather(out, tiled=True)
+        outs.append(jax.tree.map(np.asarray, out))
+        trained(min(call, n_runs - first))
+    done = time.perf_counter()
+    metrics = jax.tree.map(lambda *parts: np.concatenate(parts)[:n_runs], *outs)
+    return metrics, Timing(compiled - start, done - compiled, batch_runs, hits)

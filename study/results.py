@@ -181,12 +181,12 @@ def write(path: Path, results: Results) -> None:
 
 NUMBER = (int, float)
 METADATA = {  # what the analyses and the report read from a results file's metadata, by key: type or keys
-    "experiment": str, "config": {"seeds": int, "quick": bool, "epochs": (int, type(None))}, "programs": list,
+    "experiment": str, "config": {"seeds": int, "tuning_seeds": int, "quick": bool, "epochs": (int, type(None))}, "programs": list,
     "versions": dict, "git_commit": str, "wall_time_s": NUMBER, "write_id": str, "tables": list, "params": list,
     "devices": {"platform": str, "kind": str, "count": int, "xla_flags": str},
 }
 PROGRAM = {"label": str, "setup": {"epochs": int}, "runs": int, "model": list, "compile_s": NUMBER, "train_s": NUMBER}
-REQUIRED_COLUMNS = ("seed", "epoch", "test_acc")  # of every main frame
+REQUIRED_COLUMNS = ("seed", "role", "epoch", "test_acc")  # of every main frame
 WHOLE = ("seed", "epoch")  # whole numbers wherever they appear
 NUMERIC = ("_acc", "_loss")  # suffixes of columns that hold numbers; accuracies lie in [0, 1]
 

@@ -2,15 +2,19 @@
 
 An experiment declares `Program`s: a static `Setup` and a table of runs (its
 condition columns, `seed`, `data_seed`, the `init` and `activation` names
-and `lr`).
-Each program is trained by `study.grid.train_grid` in one compiled call; the
-per-run metrics are unrolled into one row per (run, epoch), and with weight
-tracking into per-layer and sampled-weight tables.
+and `lr`). Seeds below the run's `tuning_seeds` tune, the rest evaluate
+(the `role` column): a tuned program trains its whole grid (of learning
+rates, say) on the tuning seeds, chooses per condition on their validation
+sample, and trains only the chosen values on the evaluation seeds, which
+the verdicts read. Each program is trained by `study.grid.train_grid`; the
+per-run metrics are unrolled into one row per (run, epoch), and with
+weight tracking into per-layer and sampled-weight tables.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 import subprocess
 import sys
@@ -100,42 +104,80 @@ def log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
+def roles(runs: pd.DataFrame, tuning_seeds: int) -> pd.DataFrame:
+    """`runs` with their `role`: "tune" for the seeds below `tuning_seeds`, else "evaluate"."""
+    return runs.assign(role=np.where(runs["seed"] < tuning_seeds, "tune", "evaluate"))
+
+
+def cell_columns(program: Program) -> list[str]:
+    """The run columns that make a condition: all but the seeds and the tuned ones."""
+    return [c for c in program.runs.columns if c not in ("seed", "data_seed", "role", *program.tuned)]
+
+
+def to_train(program: Program, tuning_seeds: int) -> pd.DataFrame:
+    """The runs a program trains before any choice: every run of an untuned
+    program, the tuning seeds' runs of a tuned one."""
+    runs = roles(program.runs, tuning_seeds)
+    return runs[runs["role"] == "tune"] if program.tuned else runs
+
+
+def evaluation_runs(program: Program, tuning_seeds: int, chosen: pd.DataFrame) -> pd.DataFrame:
+    """A tuned program's evaluation-seed runs at the `chosen` values (one row per condition)."""
+    runs = roles(program.runs, tuning_seeds)
+    return runs[runs["role"] == "evaluate"].merge(chosen, on=list(chosen.columns))
+
+
+def chosen(program: Program, runs: pd.DataFrame, main: pd.DataFrame) -> pd.DataFrame:
+    """Per condition of a tuned program, its tuned values with the best mean
+    validation accuracy over the tuning seeds (`stats.chosen_on_validation`)."""
+    keys = [*cell_columns(program), *program.tuned]
+    picked = main[stats.chosen_on_validation(main, cell_columns(program), list(program.tuned))]
+    return picked[keys].drop_duplicates().astype(runs[keys].dtypes.to_dict())
+
+
 def run(name: str, programs: list[Program], config: dict, progress: Callable[[str], None] = log,
         batch_runs: int | None = None) -> results.Results:
     """Train every program and return its tidy frames and their metadata.
 
-    On a terminal a progress bar counts the experiment's run-epochs, with
-    the elapsed time and an ETA from the programs done so far (off when
-    stderr is not a terminal, so logs stay short)."""
-    start = time.perf_counter()
+    `config["tuning_seeds"]` seeds tune (see the module docstring). On a
+    terminal a progress bar counts the experiment's run-epochs, with the
+    elapsed time and an ETA (off when stderr is not a terminal, so logs stay
+    short)."""
+    start, tuning = time.perf_counter(), config.get("tuning_seeds", 0)
     parts, records, kept = [], [], {}
-    bar = tqdm(total=sum(len(p.runs) * p.setup.epochs for p in programs), desc=name, unit=" run-epochs",
-               file=sys.stderr, disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True)
+    bar = tqdm(total=sum(planned_runs(p, tuning) * p.setup.epochs for p in programs), desc=name,
+               unit=" run-epochs", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False,
+               dynamic_ncols=True)
     for i, program in enumerate(programs, 1):
-        setup, runs = program.setup, program.runs.reset_index(drop=True)
-        progress(f"[{name}] program {i}/{len(programs)} {program.label}: "
-                 f"{len(runs)} runs x {setup.epochs} epochs, compiling and training ...")
-        pretrained = kept[program.start_from] if program.start_from else ()
-        out, timing = train_grid(setup, run_values(setup, runs), pretrained=pretrained,
-                                       batch_runs=batch_runs)
+        label = f"[{name}] program {i}/{len(programs)} {program.label}"
+        setup, epochs = program.setup, program.setup.epochs
+        train = functools.partial(train_grid, setup, pretrained=kept[program.start_from] if program.start_from else (),
+                                  batch_runs=batch_runs, trained=lambda n: bar.update(n * epochs))
+        runs = to_train(program, tuning).reset_index(drop=True)
+        progress(f"{label}: {planned_runs(program, tuning)} runs x {epochs} epochs, compiling and training ...")
+        out, timing = train(run_values(setup, runs))
+        if program.tuned:
+            best = chosen(program, runs, tidy(runs, {"epoch": np.arange(1, epochs + 1)}, out["epochs"]))
+            more = evaluation_runs(program, tuning, best)
+            extra, more_timing = train(run_values(setup, more))
+            runs, out = pd.concat([runs, more], ignore_index=True), jax.tree.map(lambda *a: np.concatenate(a), out, extra)
+            timing = dataclasses.replace(timing, train_s=timing.train_s + more_timing.train_s)
         cached = " (from the compilation cache)" if timing.cache_hits else ""
-        progress(f"[{name}] program {i}/{len(programs)} {program.label}: compiled in "
-                 f"{timing.compile_s:.1f} s{cached}, trained in {timing.train_s:.1f} s "
-                 f"({len(runs) * setup.epochs / timing.train_s:,.0f} run-epochs/s)")
+        progress(f"{label}: compiled in {timing.compile_s:.1f} s{cached}, trained in {timing.train_s:.1f} s "
+                 f"({len(runs) * epochs / timing.train_s:,.0f} run-epochs/s)")
         if "params" in out:
             if not np.array_equal(runs["seed"], np.arange(len(runs))):
                 raise ValueError(f"program {program.label!r} keeps weights: its runs must be seeds 0, 1, ...")
             kept[program.label] = out.pop("params")
         # Each device trains its share of the runs batch_runs at a time.
-        steps = -(-len(runs) // (len(jax.devices()) * timing.batch_runs)) * setup.epochs * setup.batches_per_epoch
+        steps = -(-len(runs) // (len(jax.devices()) * timing.batch_runs)) * epochs * setup.batches_per_epoch
         frames = tables(setup, runs, out, timing.train_s / steps)
         if any(p.tuned for p in programs) and program.table == MAIN:
-            frames[MAIN]["selected"] = select(program, frames[MAIN])
+            frames[MAIN]["selected"] = selected(program, frames[MAIN])
         parts.append({table_name(program.table, k): f for k, f in frames.items()})
         records.append({"label": program.label, "setup": dataclasses.asdict(setup),
                         "runs": len(runs), "model": network.model_table(setup),
                         "compile_s": timing.compile_s, "train_s": timing.train_s})
-        bar.update(len(runs) * setup.epochs)
     bar.close()
     frames = {key: pd.concat([p[key] for p in parts if key in p], ignore_index=True)
               for key in dict.fromkeys(k for p in parts for k in p)}
@@ -148,6 +190,16 @@ def run(name: str, programs: list[Program], config: dict, progress: Callable[[st
     return results.Results(frames.pop(MAIN), metadata, frames, params)
 
 
+def planned_runs(program: Program, tuning_seeds: int) -> int:
+    """How many runs a program trains: its tuned grid on the tuning seeds,
+    one run per condition and evaluation seed."""
+    runs = roles(program.runs, tuning_seeds)
+    if not program.tuned:
+        return len(runs)
+    evaluate = runs[runs["role"] == "evaluate"].drop_duplicates([*cell_columns(program), "seed"])
+    return int((runs["role"] == "tune").sum()) + len(evaluate)
+
+
 def table_name(program_table: str, kind: str) -> str:
     """Where a program's frames of `kind` (MAIN, "layers", "weights") go:
     "layers" for the main program's layers, "source-layers" for those of a
@@ -155,13 +207,14 @@ def table_name(program_table: str, kind: str) -> str:
     return "-".join(part for part in (program_table, kind) if part != MAIN) or MAIN
 
 
-def select(program: Program, frame: pd.DataFrame) -> np.ndarray:
-    """`selected` for a program's rows: its tuned values chosen per
-    condition (every run column but the seeds and the tuned ones)."""
+def selected(program: Program, frame: pd.DataFrame) -> np.ndarray:
+    """`selected` for a program's rows: the tuned values chosen per
+    condition on the tuning seeds, on every row of those values."""
     if not program.tuned:
         return np.ones(len(frame), bool)
-    cell = [c for c in program.runs.columns if c not in ("seed", "data_seed", *program.tuned)]
-    return stats.chosen_on_validation(frame, cell, list(program.tuned))
+    best = chosen(program, frame, frame[frame["role"] == "tune"])
+    return frame[best.columns.tolist()].merge(best.assign(selected=True), how="left")["selected"].fillna(False) \
+        .to_numpy(bool)
 
 
 def git_commit() -> str:

@@ -101,19 +101,23 @@ def seeds_needed(values, effect: float, level: float, power: float = POWER, most
     return int(n[needed.argmax()]) if needed.any() else most
 
 
-def selection_half(seeds) -> np.ndarray:
-    """True for the even seeds, which choose an arm ("the best other"); the
-    odd seeds then test it, so no seed both selects and tests."""
-    return np.asarray(seeds) % 2 == 0
+def evaluation(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the evaluation seeds, which every interval reads."""
+    return frame[frame["role"] == "evaluate"]
 
 
-def versus_best(table: pd.DataFrame, arm: str) -> tuple[str, pd.Series]:
-    """`arm` minus the best other column of `table` (rows: seeds, in an
-    index level "seed"): the rival chosen by its mean on the even seeds, the
-    paired difference on the odd ones."""
-    selects = selection_half(table.index.get_level_values("seed"))
-    rival = table.drop(columns=arm).dropna(axis=1, how="all")[selects].mean().idxmax()
-    return rival, (table[arm] - table[rival])[~selects]
+def tuning(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the tuning seeds, which make every choice (a rate, the best other arm, a stopping rule)."""
+    return frame[frame["role"] == "tune"]
+
+
+def versus_best(choose: pd.DataFrame, test: pd.DataFrame, arm: str) -> tuple[str, pd.Series]:
+    """`arm` minus the best other column (rows: seeds; columns: arms): the
+    rival with the best mean in `choose` (the tuning seeds), the paired
+    difference in `test` (the evaluation seeds), so no seed both chooses
+    and tests."""
+    rival = choose.drop(columns=arm).dropna(axis=1, how="all").mean().idxmax()
+    return rival, test[arm] - test[rival]
 
 
 def summarize(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
@@ -340,8 +344,9 @@ VERDICT_RULE = (
     "otherwise *reproduced* when the whole interval lies on the side of the threshold the source claims, "
     "*contradicted* when it lies on the other side, and *inconclusive* (too little data to say) when it "
     "straddles the threshold. A claim's verdict is its cells' verdict when they agree, else it says "
-    "what happened where (\"reproduced in 3 of 5, tie in 2\"). Where a claim compares with \"the best "
-    "other\" arm, the even seeds choose that arm and the odd seeds test it. Shown intervals are rounded "
+    "what happened where (\"reproduced in 3 of 5, tie in 2\"). Seeds have roles: every choice (a learning "
+    "rate, \"the best other\" arm a claim compares with, a stopping epoch) is made on the tuning seeds' "
+    "validation sample, and every interval reads only the evaluation seeds, at the configuration chosen. Shown intervals are rounded "
     "outward, with as many digits as it takes to keep each end on its side of the threshold and of the "
     "tie band. *Stability* is the share of "
     f"{STABILITY_RESAMPLES:,} resamples of the seeds under which the claim's verdict stays the "

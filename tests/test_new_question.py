@@ -44,5 +44,5 @@ def test_the_readmes_question_template_runs_end_to_end(tmp_path, monkeypatch):
 def test_a_module_that_breaks_the_contract_is_named_when_loaded():
     module = types.ModuleType("half_done")
     module.NAME, module.QUESTION, module.TEXT, module.SEEDS = "half", "?", "not a path", 16
-    with pytest.raises(TypeError, match=r"half_done lacks or mistypes: TEXT \(Path\), QUICK_SEEDS \(int\), plan"):
+    with pytest.raises(TypeError, match=r"half_done lacks or mistypes: TEXT \(Path\), TUNING_SEEDS \(int\), QUICK_SEEDS \(int\), plan"):
         Question.load(module)

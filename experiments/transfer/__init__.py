@@ -4,8 +4,8 @@ contract (`study.question`), from the modules that hold its parts: `design`
 `figures` and `section`."""
 
 from experiments.transfer.claims import claims
-from experiments.transfer.design import NAME, QUESTION, QUICK_SEEDS, SEEDS, TEXT, plan
+from experiments.transfer.design import NAME, QUESTION, QUICK_SEEDS, SEEDS, TEXT, TUNING_SEEDS, plan
 from experiments.transfer.figures import figures
 from experiments.transfer.section import section
 
-__all__ = ["NAME", "QUESTION", "QUICK_SEEDS", "SEEDS", "TEXT", "plan", "claims", "figures", "section"]
+__all__ = ["NAME", "QUESTION", "QUICK_SEEDS", "SEEDS", "TEXT", "TUNING_SEEDS", "plan", "claims", "figures", "section"]

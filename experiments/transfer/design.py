@@ -84,7 +84,7 @@ SIZES = (4, 16, 64, 256, 1024)  # examples per class
 SIMILARITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-SEEDS, QUICK_SEEDS = 16, 2
+SEEDS, TUNING_SEEDS, QUICK_SEEDS = 32, 8, 2  # evaluation seeds from the power analysis (README)
 
 
 SOURCE_EPOCHS, EPOCHS, STEPS, BATCH, EVALS = 40, 10, 40, 64, 5
