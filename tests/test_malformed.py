@@ -16,14 +16,14 @@ from study import cli, figures, results
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAM = {"label": "p", "setup": {"epochs": 2}, "runs": 2, "model": [], "compile_s": 1.0, "train_s": 2.0}
-META = {"experiment": "initialization", "config": {"seeds": 2, "quick": True, "epochs": 2}, "programs": [PROGRAM],
+META = {"experiment": "initialization", "config": {"seeds": 2, "tuning_seeds": 2, "quick": True, "epochs": 2}, "programs": [PROGRAM],
         "versions": {"numpy": "2.0"}, "git_commit": "abc", "wall_time_s": 3.0,
         "devices": {"platform": "cpu", "kind": "cpu", "count": 2, "xla_flags": ""}}
 
 
 def frame(**columns) -> pd.DataFrame:
     """Two seeds, two epochs each."""
-    rows = pd.DataFrame({"init": "zeros", "seed": np.repeat([0, 1], 2), "epoch": np.array([1, 2] * 2, np.int32),
+    rows = pd.DataFrame({"init": "zeros", "seed": np.repeat([0, 1], 2), "role": np.repeat(["tune", "evaluate"], 2), "epoch": np.array([1, 2] * 2, np.int32),
                          "test_acc": [0.5, 0.6, 0.55, 0.65]})
     return rows.assign(**columns)
 
@@ -68,7 +68,7 @@ CASES = {  # name: (make the malformed output folder, command, what the one line
                                          "has metadata without 'config'"),
     "versions a list": (lambda out: write(out, metadata={**META, "versions": ["jax"]}), "report",
                         "has metadata 'versions' of type list"),
-    "config without epochs": (lambda out: write(out, metadata={**META, "config": {"seeds": 2, "quick": True}}),
+    "config without epochs": (lambda out: write(out, metadata={**META, "config": {"seeds": 2, "tuning_seeds": 2, "quick": True}}),
                               "figures", "has metadata 'config' without 'epochs'"),
     "a run without its last epoch": (lambda out: write(out, frame().drop(index=3)), "figures",
                                      "has 1 of 2 runs without every epoch up to their last"),

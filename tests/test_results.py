@@ -10,11 +10,11 @@ import pytest
 
 from study import results
 
-FRAME = pd.DataFrame({"init": ["zeros", "he_normal"], "seed": np.array([0, 1], np.int32),
+FRAME = pd.DataFrame({"init": ["zeros", "he_normal"], "seed": np.array([0, 1], np.int32), "role": ["tune", "evaluate"],
                       "epoch": np.array([1, 1], np.int32), "test_acc": [0.5, 0.75],
                       "eval_acc": [np.nan, 0.95], "diverged": [False, True]})
 PROGRAM = {"label": "p", "setup": {"epochs": 1}, "runs": 2, "model": [[12, 100]], "compile_s": 1.0, "train_s": 2.0}
-META = {"experiment": "x", "config": {"seeds": 2, "quick": True, "epochs": 1}, "programs": [PROGRAM],
+META = {"experiment": "x", "config": {"seeds": 2, "tuning_seeds": 2, "quick": True, "epochs": 1}, "programs": [PROGRAM],
         "versions": {"numpy": "2.0"}, "git_commit": "abc", "wall_time_s": 3.0,
         "devices": {"platform": "cpu", "kind": "cpu", "count": 2, "xla_flags": ""}}
 

@@ -177,16 +177,19 @@ def test_the_detectable_effect_and_the_seeds_a_tolerance_needs_by_hand():
                           * spread / math.sqrt(n) <= 1.0)
 
 
-def test_the_best_other_arm_is_chosen_on_even_seeds_and_tested_on_odd_ones():
-    """Arm b wins on the even seeds, arm c on the odd ones: a's rival is b,
-    and a minus b is read on the odd seeds only."""
-    acc = {"a": [0.5, 0.5, 0.5, 0.5], "b": [0.9, 0.1, 0.9, 0.1], "c": [0.1, 0.8, 0.1, 0.8]}
-    runs = pd.DataFrame([{"n_target": 4, "similarity": 1.0, "arm": arm, "seed": seed, "eval_acc": values[seed]}
-                         for arm, values in acc.items() for seed in range(4)])
-    (label, diff), = analysis.versus(runs, "a", None, [(4, 1.0)]).items()
-    assert label.endswith("(vs b)") and diff.index.tolist() == [1, 3]
-    np.testing.assert_allclose(diff, [0.4, 0.4])
-    assert stats.selection_half([0, 1, 2, 3]).tolist() == [True, False, True, False]
+def test_the_best_other_arm_is_chosen_on_the_tuning_seeds_and_tested_on_the_evaluation_seeds():
+    """Arm b wins on the tuning seeds, arm c on the evaluation seeds: a's
+    rival is b, and a minus b is read on the evaluation seeds only."""
+    choose = pd.DataFrame({"a": [0.5, 0.5], "b": [0.9, 0.9], "c": [0.1, 0.1]}, index=[0, 1])
+    test = pd.DataFrame({"a": [0.5, 0.5, 0.5], "b": [0.1, 0.2, 0.3], "c": [0.8, 0.8, 0.8]}, index=[2, 3, 4])
+    rival, diff = stats.versus_best(choose, test, "a")
+    assert rival == "b" and diff.index.tolist() == [2, 3, 4]
+    np.testing.assert_allclose(diff, [0.4, 0.3, 0.2])
+
+
+def test_roles_split_a_frame():
+    frame = pd.DataFrame({"seed": [0, 1, 2], "role": ["tune", "evaluate", "evaluate"]})
+    assert stats.tuning(frame)["seed"].tolist() == [0] and stats.evaluation(frame)["seed"].tolist() == [1, 2]
 
 
 def test_the_best_other_is_an_alternative_never_the_arm_under_another_name():

@@ -13,13 +13,13 @@ import pytest
 
 from study import cli, results
 
-META = {"experiment": "x", "config": {"seeds": 2, "quick": True, "epochs": 1}, "versions": {}, "git_commit": "abc",
+META = {"experiment": "x", "config": {"seeds": 2, "tuning_seeds": 2, "quick": True, "epochs": 1}, "versions": {}, "git_commit": "abc",
         "programs": [{"label": "p", "setup": {"epochs": 1}, "runs": 2, "model": [], "compile_s": 1.0, "train_s": 2.0}],
         "wall_time_s": 3.0, "devices": {"platform": "cpu", "kind": "cpu", "count": 2, "xla_flags": ""}}
 
 
 def experiment(value: float) -> results.Results:
-    frame = pd.DataFrame({"seed": np.array([0, 1]), "epoch": np.array([1, 1], np.int32), "test_acc": [value] * 2})
+    frame = pd.DataFrame({"seed": np.array([0, 1]), "role": ["tune", "evaluate"], "epoch": np.array([1, 1], np.int32), "test_acc": [value] * 2})
     tables = {"layers": frame.assign(layer=np.int32(0)), "weights": frame.assign(value=value)}
     return results.Results(frame, META, tables, {"w": np.full((2, 3), value, np.float32)})
 

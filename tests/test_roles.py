@@ -1,0 +1,42 @@
+"""Seeds with roles: a tuned grid trains on the tuning seeds, its choice
+alone on the evaluation seeds, with one compiled program for both."""
+
+import numpy as np
+import pandas as pd
+
+from study import grid, runner
+from tests.test_train import SETUP
+
+TUNING = 2
+RATES = (1e-6, 0.1)  # the first barely moves the weights: validation chooses the second
+
+
+def program(tuned=("lr",)) -> runner.Program:
+    runs = pd.DataFrame([{"arm": arm, "seed": seed, "data_seed": seed, "init": "glorot_uniform",
+                          "activation": "relu", "lr": lr}
+                         for arm in ("a", "b") for lr in RATES for seed in range(TUNING + 3)])
+    return runner.Program("grid", SETUP, runs, tuned=tuned)
+
+
+def test_a_tuned_grid_trains_its_choice_alone_on_the_evaluation_seeds():
+    misses = grid._compiled.cache_info().misses
+    res = runner.run("x", [program()], {"tuning_seeds": TUNING}, progress=lambda _: None)
+    assert grid._compiled.cache_info().misses - misses <= 1  # both stages share one program
+    runs = res.frame.drop_duplicates(["arm", "lr", "seed"])
+    tune, evaluate = (runs[runs["role"] == role] for role in ("tune", "evaluate"))
+    assert sorted(tune["seed"].unique()) == [0, 1] and len(tune) == 2 * len(RATES) * TUNING
+    assert sorted(evaluate["seed"].unique()) == [2, 3, 4] and set(evaluate["lr"]) == {0.1}
+    assert runs["selected"].tolist() == (runs["lr"] == 0.1).tolist()
+    assert runner.planned_runs(program(), TUNING) == len(runs)
+
+
+def test_a_run_gives_the_same_numbers_in_either_stage():
+    """The evaluation seeds' runs equal the same runs trained in one untuned
+    grid: keys depend on seeds only, never on the stage or the call."""
+    staged = runner.run("x", [program()], {"tuning_seeds": TUNING}, progress=lambda _: None).frame
+    plain = runner.run("x", [program(tuned=())], {"tuning_seeds": TUNING}, progress=lambda _: None).frame
+    keys = ["arm", "lr", "seed", "epoch"]
+    evaluate = staged[staged["role"] == "evaluate"].merge(plain, on=keys, suffixes=("", "_plain"))
+    assert len(evaluate) == 2 * 3 * SETUP.epochs
+    np.testing.assert_array_equal(evaluate["test_acc"], evaluate["test_acc_plain"])
+    assert (plain["role"] == np.where(plain["seed"] < TUNING, "tune", "evaluate")).all()
