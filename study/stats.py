@@ -262,6 +262,7 @@ class Cell:
     verdict: str
     detectable: float  # the smallest mean this cell's seeds detect at its level with POWER
     seeds_needed: int  # the seeds at which that falls to the claim's tolerance (0: measured once)
+    seeds: str = ""  # the seeds it reads, e.g. "8-39" (see `seed_ids`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,9 +292,24 @@ def evaluate(cells: dict[str, np.ndarray | Interval], rule: Rule, bounds=(-np.in
         ci = interval(values, level, bounds)
         power = (np.nan, 0) if isinstance(values, Interval) else \
             (detectable(values, level), seeds_needed(values, rule.tolerance, level) if rule.tolerance else 0)
-        out.append(Cell(label, ci, rule.cell(ci), *power))
+        out.append(Cell(label, ci, rule.cell(ci), *power, seeds=span(seed_ids(values))))
     verdict = overall_verdict([c.verdict for c in out])
     return Evaluation(out, verdict, level, stability(cells, rule, level, bounds, verdict))
+
+
+def seed_ids(values) -> list[int]:
+    """The seeds of a cell's finite per-seed values, from their index level
+    "seed" ([] for values without one, or measured once)."""
+    if not isinstance(values, pd.Series) or "seed" not in values.index.names:
+        return []
+    return sorted(set(values[np.isfinite(values.astype(float))].index.get_level_values("seed")))
+
+
+def span(ids: list[int]) -> str:
+    """Seed ids compactly: "8-39" for a run of consecutive ids, else listed."""
+    if ids and ids == list(range(ids[0], ids[-1] + 1)):
+        return f"{ids[0]}-{ids[-1]}" if len(ids) > 1 else str(ids[0])
+    return ",".join(map(str, ids))
 
 
 def interval(values: np.ndarray | Interval, level: float, bounds) -> Interval:

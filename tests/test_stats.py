@@ -285,3 +285,11 @@ def test_a_verdict_that_another_analysis_choice_flips_is_labelled_by_that_choice
     curve = claims.specification_frame([claim]).set_index("choice")["verdict"].to_dict()
     assert curve == {"as stated": "reproduced", "threshold lower": "reproduced", "threshold higher": "reproduced",
                      "budget 50%": "inconclusive", "budget 75%": "reproduced"}
+
+
+def test_a_cell_names_the_seeds_it_reads():
+    values = pd.Series([0.1, np.nan, 0.3, 0.2], index=pd.Index([8, 9, 10, 11], name="seed"))
+    assert stats.seed_ids(values) == [8, 10, 11] and stats.span([8, 9, 10]) == "8-10"
+    cell, = stats.evaluate({"c": values}, stats.Rule(0.0, "above", 0.005)).cells
+    assert cell.seeds == "8,10,11" and cell.interval.n == 3
+    assert stats.seed_ids(values.to_numpy()) == []
