@@ -111,6 +111,24 @@ def summary(chapters: list[Chapter]) -> str:
     return markdown_table(pd.DataFrame(rows))
 
 
+def seeds_table(chapters: list[Chapter]) -> str:
+    """The power analysis per question: its seeds of each role, and how many
+    of its claims' cells resolve their tolerance at `stats.POWER` (a
+    detectable effect within the tie band) with the seeds they have."""
+    rows = []
+    for chapter in chapters:
+        cells = [(c, cell) for c in chapter.claims if not c.design_check for cell in c.result.cells
+                 if cell.seeds_needed]
+        needed = pd.Series([cell.seeds_needed for _, cell in cells], dtype=float)
+        config = chapter.metadata["config"]
+        rows.append({"question": f"Q{chapter.number}", "tuning seeds": config["tuning_seeds"],
+                     "evaluation seeds": config["seeds"], "cells": len(cells),
+                     "resolve the tolerance": sum(cell.detectable <= c.unit.tolerance for c, cell in cells),
+                     "seeds needed (median)": "" if needed.empty else int(needed.median()),
+                     "(75th percentile)": "" if needed.empty else int(needed.quantile(0.75))})
+    return markdown_table(pd.DataFrame(rows))
+
+
 FOUND = {"reproduced": "Holds", "contradicted": "Fails", "tie": "Ties", "inconclusive": "Too little data",
          "split": "Depends on the cell"}
 
@@ -211,7 +229,11 @@ def render(chapters: list[Chapter], missing: list[str] = ()) -> str:
             "files in `results/`; no number here is typed by hand. Every claim and cell is also "
             "in `claims.csv`; link a claim as `report.html#q4-claim-10`.\n\n"
             f"[TOC]\n\n## What we found\n\n{findings(chapters)}\n## Verdicts at a glance\n\n"
-            f"{summary(chapters)}\n\n**Verdict rule.** {stats.VERDICT_RULE}\n")
+            f"{summary(chapters)}\n\n**Verdict rule.** {stats.VERDICT_RULE}\n\n**Seeds.** Every choice is made "
+            "on the tuning seeds, every interval reads the evaluation seeds. Per question, of its claims' cells "
+            f"measured over seeds: how many resolve their tolerance with {stats.POWER:.0%} power at their level "
+            "(detectable effect within the tie band), and the seeds that would (from each cell's own spread):\n\n"
+            f"{seeds_table(chapters)}\n")
     if missing:
         head += f"\n**Not in this report** (no results yet; `study run NAME`): {', '.join(missing)}.\n"
     return "\n".join([head, *map(render_section, chapters)])
