@@ -71,6 +71,7 @@ class Tracking:
     from_end: bool = False  # the last entries of each flattened matrix (the original code), not a random sample
     every: int = 1
     measures_every: int = 1  # must divide the epochs, so the last epoch is kept
+    values_of_seeds: int = 1  # the sampled weights' values are kept for seeds below this (figures draw one run)
     probe: int = 256  # the first points of the large sample
     probe_at: tuple[int, ...] | None = None  # epochs, counted from 1
 

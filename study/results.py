@@ -128,9 +128,15 @@ def remove(files) -> None:
 
 
 def write_frame(path: Path, frame: pd.DataFrame, metadata) -> None:
+    """The frame as zstd parquet, its floats byte-stream split rather than
+    dictionary-encoded (a third smaller: their bytes compress apart), with
+    `metadata` as JSON in the schema."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata({**table.schema.metadata, METADATA_KEY: json.dumps(metadata)})
-    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp, compression=COMPRESSION))
+    floats = [field.name for field in table.schema if pa.types.is_floating(field.type)]
+    others = [name for name in table.column_names if name not in floats]
+    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp, compression=COMPRESSION, use_dictionary=others,
+                                                        use_byte_stream_split=floats or False))
 
 
 def read_frame(path: Path) -> tuple[pd.DataFrame, dict]:

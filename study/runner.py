@@ -73,7 +73,7 @@ def tidy(runs: pd.DataFrame, axes: dict[str, np.ndarray], columns: dict[str, np.
 def tables(setup: config.Setup, runs: pd.DataFrame, out: dict, step_time_s: float) -> dict[str, pd.DataFrame]:
     """`train_grid`'s output as tidy frames: `MAIN` one row per (run, epoch);
     with tracking, "layers" per (run, layer, kept epoch) and "weights" per
-    (run, layer, weight_index, epoch). Epochs count from 1; the sampled weights
+    (run of the seeds whose values are kept, layer, weight_index, epoch). Epochs count from 1; the sampled weights
     also at epoch 0, their initial values."""
     epochs = np.arange(1, setup.epochs + 1, dtype=np.int32)
     frames = {MAIN: tidy(runs, {"epoch": epochs}, out["epochs"]).assign(step_time_s=step_time_s)}
@@ -82,10 +82,12 @@ def tables(setup: config.Setup, runs: pd.DataFrame, out: dict, step_time_s: floa
         every = setup.tracking.measures_every
         frames["layers"] = tidy(runs, {"layer": layers, "epoch": epochs[every - 1::every]},
                                 {k: np.moveaxis(v, 1, -1) if v.ndim == 3 else v for k, v in out["layers"].items()})
-        sampled = out["weights"]  # (runs, records, layers, weights)
+        kept = (runs["seed"] < setup.tracking.values_of_seeds).to_numpy()
+        sampled = out["weights"][kept]  # (runs, records, layers, weights)
         records = np.arange(0, setup.epochs + 1, setup.tracking.every, dtype=np.int32)
-        frames["weights"] = tidy(runs, {"layer": layers, "weight_index": np.arange(sampled.shape[-1], dtype=np.int32),
-                                        "epoch": records}, {"value": np.moveaxis(sampled, 1, -1)})
+        frames["weights"] = tidy(runs[kept].reset_index(drop=True),
+                                 {"layer": layers, "weight_index": np.arange(sampled.shape[-1], dtype=np.int32),
+                                  "epoch": records}, {"value": np.moveaxis(sampled, 1, -1)})
     return frames
 
 

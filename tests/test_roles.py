@@ -1,10 +1,12 @@
 """Seeds with roles: a tuned grid trains on the tuning seeds, its choice
 alone on the evaluation seeds, with one compiled program for both."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
-from study import cli, grid, registry, runner, stats
+from study import cli, config, grid, registry, runner, stats
 from tests.test_train import SETUP
 
 TUNING = 2
@@ -56,3 +58,13 @@ def test_every_claim_reads_its_cells_on_the_evaluation_seeds_only(quick):
                 ids = stats.seed_ids(values)
                 assert ids, (question.name, claim.text, label)
                 assert claim.design_check or min(ids) >= tuning, (question.name, claim.text, label, ids)
+
+
+def test_sampled_weight_values_are_kept_for_the_first_seeds_only():
+    """The layer measures cover every run; the sampled weights' values, which
+    only figures of one run read, the seeds below `values_of_seeds`."""
+    setup = dataclasses.replace(SETUP, tracking=config.Tracking(weights=3, values_of_seeds=2))
+    res = runner.run("x", [runner.Program("p", setup, program(tuned=()).runs)], {"tuning_seeds": TUNING},
+                     progress=lambda _: None)
+    assert sorted(res.tables["layers"]["seed"].unique()) == [0, 1, 2, 3, 4]
+    assert sorted(res.tables["weights"]["seed"].unique()) == [0, 1]
