@@ -171,7 +171,8 @@ def cmd_report(args) -> None:
     table = claims.claims_frame([(c.number, c.claims) for c in chapters])
     with writing("the report", Path(args.out) / "paper"):
         paths = report.write(report.render(chapters, missing), table, args.out,
-                             report.findings(chapters, "paper/report.html#"))
+                             {"findings": report.findings(chapters, "paper/report.html#"),
+                              "cost": report.cost_table(chapters, args.out)})
     log(f"wrote {', '.join(map(str, paths))}")
 
 
@@ -186,7 +187,7 @@ def cmd_verify(args) -> int:
     config = committed.metadata["config"]
     check_cache()
     devices.configure()
-    programs = question.plan(config["seeds"], config["epochs"], config["quick"])
+    programs = question.plan(config["seeds"], config["epochs"], config["quick"], config["tuning_seeds"])
     rerun = runner.run(question.name, programs, config, progress=log)
     moved = 0
     for table, column, diff in results.differences(committed, rerun):

@@ -70,9 +70,11 @@ class Question:
     def tuning_for(self, quick: bool = False) -> int:
         return self.quick_seeds if quick else self.tuning_seeds
 
-    def plan(self, seeds: int | None = None, epochs: int | None = None, quick: bool = False) -> list:
-        """The grid's programs: the tuning seeds, then `seeds` evaluation seeds (default: the question's)."""
-        return self.grid(self.tuning_for(quick) + self.seeds_for(seeds, quick), epochs, quick)
+    def plan(self, seeds: int | None = None, epochs: int | None = None, quick: bool = False,
+             tuning: int | None = None) -> list:
+        """The grid's programs: the tuning seeds, then `seeds` evaluation seeds
+        (defaults: the question's; `study verify` passes a run's own)."""
+        return self.grid((tuning or self.tuning_for(quick)) + self.seeds_for(seeds, quick), epochs, quick)
 
     def config(self, seeds: int | None = None, epochs: int | None = None, quick: bool = False) -> dict:
         """What a results file records of the options it was run with."""

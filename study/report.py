@@ -287,21 +287,24 @@ def to_html(md: str, base: Path) -> str:
             f"<style>{style}</style></head><body>\n{body}\n</body></html>\n")
 
 
-README_MARKS = ("<!-- findings: written by `study report` -->\n", "<!-- end of findings -->\n")
+def readme_mark(block: str) -> tuple[str, str]:
+    """The comments around a README block `study report` writes ("findings", "cost")."""
+    return f"<!-- {block}: written by `study report` -->\n", f"<!-- end of {block} -->\n"
 
 
-def readme_with(findings_md: str, readme: str) -> str:
-    """`readme` with the block between its findings marks replaced (unchanged without the marks)."""
-    start, end = README_MARKS
-    if start not in readme or end not in readme:
-        return readme
-    head, rest = readme.split(start, 1)
-    return head + start + "\n" + findings_md + "\n" + end + rest.split(end, 1)[1]
+def readme_with(blocks: dict[str, str], readme: str) -> str:
+    """`readme` with each of its marked `blocks` replaced (a block without its marks is left out)."""
+    for block, text in blocks.items():
+        start, end = readme_mark(block)
+        if start in readme and end in readme:
+            head, rest = readme.split(start, 1)
+            readme = head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1]
+    return readme
 
 
-def write(md: str, claims: pd.DataFrame, out: Path, findings_md: str = "") -> list[Path]:
+def write(md: str, claims: pd.DataFrame, out: Path, readme_blocks: dict[str, str] | None = None) -> list[Path]:
     """The report, its HTML and claims.csv under `out/paper`; with
-    `findings_md`, also the findings block of `out/README.md` where it has one."""
+    `readme_blocks`, also those blocks of `out/README.md` where it has their marks."""
     paper = Path(out) / "paper"
     html = to_html(md, paper)
     md_path, html_path, csv_path = paper / "report.md", paper / "report.html", paper / "claims.csv"
@@ -309,7 +312,23 @@ def write(md: str, claims: pd.DataFrame, out: Path, findings_md: str = "") -> li
     atomic_write(html_path, lambda tmp: Path(tmp).write_text(html))
     atomic_write(csv_path, lambda tmp: claims.to_csv(tmp, index=False))
     readme = Path(out) / "README.md"
-    if findings_md and readme.is_file() and readme_with(findings_md, readme.read_text()) != readme.read_text():
-        atomic_write(readme, lambda tmp: Path(tmp).write_text(readme_with(findings_md, readme.read_text())))
+    if readme_blocks and readme.is_file() and readme_with(readme_blocks, readme.read_text()) != readme.read_text():
+        atomic_write(readme, lambda tmp: Path(tmp).write_text(readme_with(readme_blocks, readme.read_text())))
         return [md_path, html_path, csv_path, readme]
     return [md_path, html_path, csv_path]
+
+
+def cost_table(chapters: list[Chapter], out: Path) -> str:
+    """What each experiment's committed run cost, from its metadata: runs
+    per role, wall time, compile time and programs, and its files on disk."""
+    rows = []
+    for chapter in chapters:
+        meta, name = chapter.metadata, chapter.question.name
+        files = sorted(Path(out, "results").glob(f"{name}[.-]*"))
+        rows.append({"experiment": name, "seeds (tune + evaluate)": f"{meta['config']['tuning_seeds']} + "
+                     f"{meta['config']['seeds']}", "runs": f"{sum(p['runs'] for p in meta['programs']):,}",
+                     "wall time": f"{meta['wall_time_s']:.0f} s",
+                     "of which compiling": f"{sum(p['compile_s'] for p in meta['programs']):.0f} s "
+                                           f"({len(meta['programs'])} programs)",
+                     "files": f"{sum(f.stat().st_size for f in files) / 1e6:.1f} MB ({len(files)})"})
+    return markdown_table(pd.DataFrame(rows))
