@@ -9,7 +9,7 @@ from study import stats
 from study.claims import Claim
 from study.results import Results
 from experiments.transfer.analysis import (
-    CONVERGED, cell_name, convergence, per_run, phase_diagram, step_flops, transfer_model, with_arms,
+    TOLERANCE, cell_name, convergence, per_run, phase_diagram, step_flops, transfer_model, with_arms,
 )
 from experiments.transfer.design import CONDITION, FROZEN, FROZEN_K, LAYERS, NO_FREEZE, REINITIALIZED
 
@@ -29,12 +29,13 @@ def picked_sizes(runs: pd.DataFrame) -> list[int]:
 
 def rate_curves(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """For three cells (small and similar, the middle, large and dissimilar):
-    each arm's mean final validation accuracy per rate of its grid (a 2-D
-    grid at its best head rate per body rate), the selected rate marked."""
+    each arm's mean final validation accuracy over the tuning seeds (which
+    alone train the grid) per rate of its grid (a 2-D grid at its best head
+    rate per body rate), the selected rate marked."""
     sizes, sims = picked_sizes(runs), sorted(runs["similarity"].unique())
     cells = list(dict.fromkeys([(sizes[0], sims[-1]), (sizes[len(sizes) // 2], sims[len(sims) // 2]),
                                 (sizes[-1], sims[0])]))
-    last = with_arms(stats.at_last_epoch(frame, [*CONDITION, "seed"]))
+    last = with_arms(stats.at_last_epoch(stats.tuning(frame), [*CONDITION, "seed"]))
     last = last[[(n, s) in cells for n, s in zip(last["n_target"], last["similarity"])]]
     means = last.groupby(["n_target", "similarity", "arm", "lr", "head_lr"], as_index=False).agg(
         val_acc=("val_acc", "mean"), selected=("selected", "first"))
@@ -74,7 +75,7 @@ def stfjs_curves(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     sims = sorted(runs["similarity"].unique())
     modes = {FROZEN: f"frozen ({LAYERS - FROZEN_K} of {LAYERS} layers)", NO_FREEZE: "no freeze",
              REINITIALIZED: "re-initialized"}
-    chosen = with_arms(frame[frame["selected"]])
+    chosen = with_arms(stats.evaluation(frame[frame["selected"]]))
     curves = chosen[(chosen["n_target"] == runs["n_target"].max()) & chosen["similarity"].isin([sims[0], sims[-1]])]
     curves = curves.assign(mode=curves["arm"].map(modes)).dropna(subset=["mode"])
     long = curves.melt(id_vars=["mode", "similarity", "seed", "epoch"], value_vars=["train_loss", "test_acc"],
@@ -101,20 +102,23 @@ def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
     depth = runs[runs["arm"].isin(depth_arms()) & runs["n_target"].isin(picked_sizes(runs))]
     depth = stats.summarize(depth.assign(similarity=depth["similarity"].map("{:g}".format)),
                             ["n_target", "similarity", "trainable_layers"], "eval_acc")
-    bounds = (-100 * CONVERGED, 100 * CONVERGED)
+    bounds = (-100 * TOLERANCE, 100 * TOLERANCE)
     return [
         fig.Figure("phase", "The best strategy (colour) in each cell of target size x similarity, by mean "
-                   "final large-sample accuracy over seeds, every strategy at its learning rates chosen on "
-                   "validation; text: the best, its margin over the runner-up, paired by seed, and the "
-                   "runner-up; grey, 'tie', where the 95% interval of the margin lies within half a "
-                   "point, '(ns)' where it includes 0 and reaches further.", phase_diagram(runs), draw_phase),
+                   "final validation accuracy over the tuning seeds, every strategy at its learning rates "
+                   "chosen on validation (arms that are the same runs counted once); text: the best, its "
+                   "margin over the runner-up (chosen on the tuning seeds too) with its 95% interval, paired "
+                   "by seed on the evaluation seeds, and the runner-up; grey, 'tie', where that interval lies "
+                   "within half a point, '(ns)' where it includes 0 and reaches further.",
+                   phase_diagram(runs), draw_phase),
         fig.Figure("learning-rate", "Every arm's learning-rate curve in three cells: mean final validation "
                    "accuracy over seeds per rate of its grid (for finetune_all and staged at the best head "
-                   "rate per body rate); circles mark the rates selected.", rate_curves(frame, runs),
-                   draw_rate_curves),
+                   "rate per body rate), on the tuning seeds; circles mark the rates selected.",
+                   rate_curves(frame, runs), draw_rate_curves),
         fig.Figure("convergence", "The convergence check: per arm (at its selected rates) and cell, the "
-                   "change of the mean validation accuracy over seeds across the last 20% of training; dashed: "
-                   "the half-point bound.", convergence(frame).assign(change=lambda d: 100 * d["change"]),
+                   "change of the mean validation accuracy over the evaluation seeds across the last 20% of "
+                   "training; dashed: the 0.2-point bound.",
+                   convergence(frame).assign(change=lambda d: 100 * d["change"]),
                    lambda d: fig.strips(d, x="change", y="arm", hue="n_target", bounds=bounds,
                                         xlabel="change of mean validation accuracy over the last 20% of "
                                                "training (points)")),
