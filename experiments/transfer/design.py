@@ -11,20 +11,19 @@ in 10 "epochs" of 40 (800 for the arms that train a head alone, and
 staged), whatever the size (sizes are a traced prefix of one training
 sample), every rate decaying to 0 along a cosine.
 
-Every arm is tuned: its learning rates (Adam) come from a grid, and per
-(size, similarity, strategy) the rates with the best mean final accuracy
-on the target's validation sample are marked `selected` (never chosen on
-the eval sample the verdicts read). A new head beside fine-tuned layers has
-its own rate (`head_lr`): finetune_all and staged cross a grid of head
-rates with their body rates; the other fine-tuning arms train the head at
-`HEAD_LR`, where finetune_all's head grid is flat (a design check).
+Every arm is tuned: its learning rates (Adam) come from a grid, trained on
+the tuning seeds only; per (size, similarity, strategy) the rates with the
+best mean final accuracy on their validation sample are marked `selected`
+and trained on the evaluation seeds, which the verdicts read. Every new
+head beside trained layers has its own rate (`head_lr`), crossed with the
+body's grid (`HEAD_RATES`; staged's head, trained alone first, has its own).
 
 Strategies, with the number of top layers they train (`trainable_layers`,
 5 = all):
 
 - `scratch`: random initialization, every layer at one rate;
-- `reinit`: finetune_all's recipe (a body rate and the head at `HEAD_LR`)
-  from re-initialized weights, what the pretrained weights add to it;
+- `reinit`: finetune_all's recipe (a body rate and a head rate) from
+  re-initialized weights; at equal rates it is scratch's runs (one arm);
 - `feature_extraction`: a new head on the frozen last hidden layer;
 - `feature_extraction_early`: a new head on the frozen second hidden layer;
 - `random_features`: a new head on a frozen random body of the same shape
@@ -33,7 +32,13 @@ Strategies, with the number of top layers they train (`trainable_layers`,
 - `finetune_all`: every layer from the pretrained weights;
 - `staged`: the head alone for 8 epochs, then the top hidden layer and the
   head together at the body rate (S-finetune's recipe, LP-FT);
+- `staged_small`: the same recipe at S-finetune's very small block rates
+  (a rate variant: a claim's arm, not a strategy of the phase diagram);
 - `wide_head`: finetune_all with 9 outputs for the 6 classes.
+
+S-tfjs's two modes (finetune_top k=2 and finetune_all) also train one
+epoch at a constant rate, tuned on validation after that epoch, at the
+largest size (table `first-epoch`): its first-epoch claims.
 
 Frozen layers are out of the optimizer (`optax.partition`), so they leave
 the backward pass, and without dropout they are applied to the data once
