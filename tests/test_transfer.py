@@ -267,6 +267,7 @@ def test_the_rival_set_holds_alternatives_only():
     table = analysis.by_seed(cell_runs(acc, acc), 4, 1.0)
     assert list(analysis.rivals(table, "scratch")) == ["scratch", "finetune_all", "staged", "wide_head"]
     assert list(analysis.rivals(table, "finetune_all")) == ["scratch", "reinit", "finetune_all", "staged"]
+    assert list(analysis.rivals(table, "wide_head")) == ["scratch", "reinit", "staged", "wide_head"]
     (label, _), = analysis.versus(cell_runs(acc, acc), "finetune_all", None, [(4, 1.0)]).items()
     assert label.endswith("(vs scratch)")
 

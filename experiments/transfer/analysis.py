@@ -60,13 +60,15 @@ def grid_edges(frame: pd.DataFrame) -> pd.DataFrame:
     of the axis (`on_end`), and whether it beats its inner neighbour there
     by more than `TOLERANCE` of mean validation accuracy over the tuning
     seeds (`rising`: the best rate may lie beyond the grid). Only the tuning
-    seeds train the whole grid."""
+    seeds train the whole grid. A rate variant's body rate is the claim's,
+    not a grid meant to hold an optimum: only its head axis is checked."""
     last = with_arms(stats.at_last_epoch(stats.tuning(frame), [*CONDITION, "seed"]))
     means = last.groupby(["arm", "n_target", "similarity", *GRID_AXES])["val_acc"].mean()
     rows = []
     for arm, part in last.groupby("arm"):
         coupled = bool((part["lr"] == part["head_lr"]).all())  # one rate for every layer trained
-        axes = [a for a in GRID_AXES if part[a].nunique() > 1 and not (coupled and a == "head_lr")]
+        axes = [a for a in GRID_AXES if part[a].nunique() > 1 and not (coupled and a == "head_lr")
+                and not (arm in VARIANTS and a == "lr")]
         for (n, s), cell in part[part["selected"]].groupby(["n_target", "similarity"]):
             chosen = {a: cell[a].iloc[0] for a in GRID_AXES}
             for axis in axes:
@@ -138,7 +140,7 @@ def rivals(table: pd.DataFrame, arm: str) -> pd.DataFrame:
     validation did not choose). What a "best other" ranges over: the
     alternatives to `arm`, never itself."""
     same = [c for c in table if c != arm and (table[c].equals(table[arm]) or c in COPIES.get(arm, ())
-                                              or c in VARIANTS)]
+                                              or arm in COPIES.get(c, ()) or c in VARIANTS)]
     return table.drop(columns=same)
 
 

@@ -83,7 +83,8 @@ def design_checks(results: Results, runs: pd.DataFrame) -> list[Claim]:
               unit=stats.Unit(0.01), **check),
         Claim(text="Every selected body (or only) learning rate lies inside its grid, or where the curve is flat.",
               statistic="the share of cells whose selected rate of the layers below the head (or of every "
-                        "layer, or of a head alone) lies on an end of the arm's grid and beats its inner "
+                        "layer, or of a head alone; not staged_small's, S-finetune's rate) lies on an end of "
+                        "the arm's grid and beats its inner "
                         f"neighbour {ends}",
               cells=edge_shares(edges, "lr"), threshold=0.10, claimed="below", unit=share, **check),
         Claim(text="Every selected arm has converged by the end of its training.",

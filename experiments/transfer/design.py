@@ -110,7 +110,7 @@ SCRATCH_RATES = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)  # every layer from random weight
 REINIT_RATES = (3e-3, 1e-2, 3e-2)  # reinit's layers below the head
 
 
-TOP_RATES = {2: (3e-3, 1e-2, 3e-2, 1e-1), 3: (1e-3, 3e-3, 1e-2, 3e-2), 4: (1e-3, 3e-3, 1e-2, 3e-2)}  # finetune_top k
+TOP_RATES = {2: (1e-2, 3e-2, 1e-1), 3: (1e-3, 3e-3, 1e-2, 3e-2), 4: (1e-3, 3e-3, 1e-2, 3e-2)}  # finetune_top k
 
 
 BODY_RATES = (1e-3, 3e-3, 1e-2, 3e-2)  # finetune_all's and wide_head's pretrained layers (1e-4 lost 5-20 pt)

@@ -14,6 +14,9 @@ from experiments.transfer.analysis import (
 from experiments.transfer.design import CONDITION, FROZEN, FROZEN_K, LAYERS, NO_FREEZE, REINITIALIZED
 
 
+UNRESOLVED = {"tie": "tie", "inconclusive": "unresolved", "contradicted": "unresolved"}  # verdict -> cell colour
+
+
 PHASE_NOTES = {"reproduced": "", "tie": " (tie)", "inconclusive": " (ns)", "contradicted": " (ns)"}
 
 
@@ -59,15 +62,19 @@ def draw_rate_curves(data: pd.DataFrame):
 
 
 def draw_phase(data: pd.DataFrame):
-    winner = data["best"].where(data["verdict"] != "tie", "tie")
+    """A cell takes its best arm's colour only where the margin's interval
+    says it is better; ties and unresolved cells (the interval reaches past
+    the tie band on both sides, or below it) are shown as such."""
+    winner = data["best"].where(data["verdict"] == "reproduced", data["verdict"].map(UNRESOLVED))
     grid = data.assign(winner=winner).pivot(index="similarity", columns="n_target", values="winner")
     notes = data.assign(note=[f"{b}\n{100 * m:+.1f} pt{PHASE_NOTES[v]}\nvs {r}" for b, m, v, r in
                               zip(data["best"], data["margin"], data["verdict"], data["runner_up"])])
     notes = notes.pivot(index="similarity", columns="n_target", values="note")
-    arms = sorted(set(winner) - {"tie"})
+    arms = sorted(set(winner) - set(UNRESOLVED.values()))
     return fig.category_grid(grid.sort_index(ascending=False), notes.sort_index(ascending=False),
                              xlabel="target examples per class", ylabel="similarity to the source",
-                             colors={**fig.palette(arms), "tie": fig.VERDICT_COLORS["inconclusive"]})
+                             colors={**fig.palette(arms), "tie": fig.VERDICT_COLORS["tie"],
+                                     "unresolved": fig.VERDICT_COLORS["inconclusive"]})
 
 
 def stfjs_curves(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -108,8 +115,9 @@ def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
                    "final validation accuracy over the tuning seeds, every strategy at its learning rates "
                    "chosen on validation (arms that are the same runs counted once); text: the best, its "
                    "margin over the runner-up (chosen on the tuning seeds too) with its 95% interval, paired "
-                   "by seed on the evaluation seeds, and the runner-up; grey, 'tie', where that interval lies "
-                   "within half a point, '(ns)' where it includes 0 and reaches further.",
+                   "by seed on the evaluation seeds, and the runner-up; the best arm's colour only where that "
+                   "interval lies above the half-point tie band; blue, 'tie', where it lies within the band; "
+                   "grey, 'unresolved' ('(ns)'), where it reaches out of the band and includes 0 or lies below.",
                    phase_diagram(runs), draw_phase),
         fig.Figure("learning-rate", "Every arm's learning-rate curve in three cells: mean final validation "
                    "accuracy over seeds per rate of its grid (for finetune_all and staged at the best head "

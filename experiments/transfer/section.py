@@ -15,15 +15,17 @@ from experiments.transfer.design import (
 
 
 def scenario_notes(phase: pd.DataFrame, runs: pd.DataFrame) -> str:
-    """Where the four-scenario advice holds on the phase diagram, in words."""
+    """Where the four-scenario advice holds on the phase diagram, in words:
+    an arm wins a cell only where its margin's interval says so."""
     lines = []
     for (size, sim), cells in scenario_cells(runs).items():
         part = phase.set_index(["n_target", "similarity"]).loc[cells]
-        counts = part["best"].value_counts()
-        won = ", ".join(f"{arm} ({count} of {len(part)})" for arm, count in counts.items())
+        outcome = (part["best"] + " ahead").where(part["verdict"] == "reproduced",
+                                     part["verdict"].map({"tie": "a tie"}).fillna("unresolved"))
+        won = ", ".join(f"{arm} ({count} of {len(part)})" for arm, count in outcome.value_counts().items())
         sizes = ", ".join(str(n) for n in sorted({int(c[0]) for c in cells}))
         sims = ", ".join(f"{s:g}" for s in sorted({float(c[1]) for c in cells}))
-        lines.append(f"- *{size} and {sim}* (sizes {sizes} per class, similarities {sims}): best {won}.")
+        lines.append(f"- *{size} and {sim}* (sizes {sizes} per class, similarities {sims}): {won}.")
     return "**The four scenarios on the phase diagram.**\n\n" + "\n".join(lines) + "\n"
 
 
