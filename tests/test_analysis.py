@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 
 from experiments import initialization, layer_convergence, regularization
-from experiments.transfer import analysis
 from study import stats
 
 
@@ -89,12 +88,3 @@ def test_regularized_minus_unregularized_is_paired_by_seed():
     (label, diff), = regularization.versus_none(runs, "eval_acc", [("stated", "l2", 0.1)]).items()
     assert label == "stated / l2 0.1"
     np.testing.assert_allclose(diff.to_numpy(), [0.05, -0.1])
-
-
-def test_phase_diagram_chooses_on_even_seeds_and_measures_the_margin_on_odd_ones():
-    acc = {"a": [0.9, 0.6, 0.9, 0.6], "b": [0.5, 0.7, 0.5, 0.8], "c": [0.4, 0.5, 0.4, 0.5]}
-    runs = pd.DataFrame([{"n_target": 4, "similarity": 0.0, "arm": arm, "seed": seed, "eval_acc": values[seed]}
-                         for arm, values in acc.items() for seed in range(4)])
-    (row,) = analysis.phase_diagram(runs).to_dict("records")
-    assert (row["best"], row["runner_up"]) == ("a", "b")  # on seeds 0 and 2
-    assert row["margin"] == pytest.approx(-0.15) and row["n"] == 2  # a - b on seeds 1 and 3

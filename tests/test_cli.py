@@ -72,7 +72,8 @@ def test_quick_transfer_run_keeps_every_strategy_and_the_pretrained_weights(quic
     for column in ["epoch", "train_loss", "test_acc", "eval_acc", "val_acc", "step_time_s", "selected"]:
         assert column in frame
     assert set(frame["strategy"]) == {"scratch", "feature_extraction", "feature_extraction_early", "finetune_top",
-                                      "finetune_all", "staged", "reinit", "wide_head", "random_features"}
+                                      "finetune_all", "staged", "staged_small", "reinit", "wide_head",
+                                      "random_features"}
     chosen = frame[frame["selected"]].groupby(["strategy", "trainable_layers", "n_target", "similarity"])
     assert chosen[["lr", "head_lr"]].nunique().eq(1).all().all()  # one rate pair per arm and cell
     assert chosen.ngroups == frame.groupby(["strategy", "trainable_layers", "n_target", "similarity"]).ngroups
@@ -82,6 +83,8 @@ def test_quick_transfer_run_keeps_every_strategy_and_the_pretrained_weights(quic
     cells = frame.groupby("strategy")[["n_target", "similarity"]].nunique()
     assert (cells >= 2).all().all()  # at least 2 x 2 cells for every strategy
     assert sorted(frame.loc[frame["strategy"] == "finetune_top", "trainable_layers"].unique()) == [2, 3, 4]
+    first = res.tables["first-epoch"]
+    assert first["epoch"].eq(1).all() and set(first["strategy"]) == {"finetune_top", "finetune_all"}
     source = res.tables["source"]
     assert set(source["model"]) == {"mlp", "linear"} and source["eval_acc"].notna().any()
     kernel = res.params["source mlp/layer0_kernel"]

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.transfer import analysis
 from study import calibration, claims, stats
 from study.stats import Interval, Rule, at_last_epoch, mean_ci, overall_verdict, summarize
 
@@ -190,22 +189,6 @@ def test_the_best_other_arm_is_chosen_on_the_tuning_seeds_and_tested_on_the_eval
 def test_roles_split_a_frame():
     frame = pd.DataFrame({"seed": [0, 1, 2], "role": ["tune", "evaluate", "evaluate"]})
     assert stats.tuning(frame)["seed"].tolist() == [0] and stats.evaluation(frame)["seed"].tolist() == [1, 2]
-
-
-def test_the_best_other_is_an_alternative_never_the_arm_under_another_name():
-    """Arm a's runs are also listed as copy (identical on every seed) and
-    finetune_all has wide_head as a relabelled copy: neither is ever the
-    rival, in a claim or on the phase diagram, though each scores best."""
-    acc = {"a": [0.5] * 4, "copy": [0.5] * 4, "b": [0.4] * 4, "finetune_all": [0.45] * 4, "wide_head": [0.6] * 4}
-    runs = pd.DataFrame([{"n_target": 4, "similarity": 1.0, "arm": arm, "seed": seed, "eval_acc": values[seed]}
-                         for arm, values in acc.items() for seed in range(4)])
-    table = analysis.by_seed(runs, 4, 1.0)
-    assert sorted(analysis.rivals(table, "a")) == ["a", "b", "finetune_all", "wide_head"]
-    assert sorted(analysis.rivals(table, "finetune_all")) == ["a", "b", "copy", "finetune_all"]
-    (label, _), = analysis.versus(runs, "finetune_all", None, [(4, 1.0)]).items()
-    assert label.endswith("(vs a)")
-    (row,) = analysis.phase_diagram(runs[runs["arm"] != "wide_head"]).to_dict("records")
-    assert (row["best"], row["runner_up"]) == ("a", "finetune_all")  # not copy, a tie with itself
 
 
 def test_points_and_formats_by_hand():

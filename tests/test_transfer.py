@@ -7,10 +7,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.optimize
 from flax import nnx
 
+from experiments.transfer import analysis
 from study import config, loop, network
 from study.data import Mixture, mixture_centres, sample
 from study.grid import train_grid
@@ -232,3 +234,80 @@ def test_a_head_on_standardized_features_is_scored_on_the_features_it_was_traine
     np.testing.assert_allclose(b["best_eval_acc"], a["best_eval_acc"], atol=1e-6)
     best = a["best_epoch"].astype(int) - 1
     np.testing.assert_allclose(a["best_eval_acc"], a["eval_acc"][np.arange(2), best], atol=1e-6)
+
+
+# The analysis: who is compared with whom, on which seeds.
+
+
+def cell_runs(tune: dict, evaluate: dict) -> pd.DataFrame:
+    """One cell's per-run rows, arm -> per-seed values: the tuning seeds'
+    (0, 1, ...) and the evaluation seeds' (10, 11, ...), each value as both
+    validation and large-sample accuracy."""
+    rows = [{"n_target": 4, "similarity": 1.0, "arm": arm, "seed": first + i, "role": role, "val_acc": v,
+             "eval_acc": v}
+            for role, table, first in (("tune", tune, 0), ("evaluate", evaluate, 10))
+            for arm, values in table.items() for i, v in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
+def test_the_best_other_is_chosen_on_the_tuning_seeds_and_tested_on_the_evaluation_seeds():
+    runs = cell_runs({"scratch": [0.5, 0.5], "feature_extraction": [0.9, 0.9], "finetune_all": [0.1, 0.1]},
+                     {"scratch": [0.5] * 3, "feature_extraction": [0.2] * 3, "finetune_all": [0.8] * 3})
+    (label, diff), = analysis.versus(runs, "scratch", None, [(4, 1.0)]).items()
+    assert label.endswith("(vs feature_extraction)") and diff.index.tolist() == [10, 11, 12]
+    np.testing.assert_allclose(diff, 0.3)
+
+
+def test_the_rival_set_holds_alternatives_only():
+    """Never the arm's own runs under another name, its relabelled copy
+    (wide_head for finetune_all) or a strategy at a rate validation did not
+    choose (staged_small), though each scores best."""
+    acc = {"scratch": [0.5] * 2, "reinit": [0.5] * 2, "staged": [0.4] * 2, "finetune_all": [0.45] * 2,
+           "staged_small": [0.7] * 2, "wide_head": [0.6] * 2}
+    table = analysis.by_seed(cell_runs(acc, acc), 4, 1.0)
+    assert list(analysis.rivals(table, "scratch")) == ["scratch", "finetune_all", "staged", "wide_head"]
+    assert list(analysis.rivals(table, "finetune_all")) == ["scratch", "reinit", "finetune_all", "staged"]
+    assert list(analysis.rivals(table, "wide_head")) == ["scratch", "reinit", "staged", "wide_head"]
+    (label, _), = analysis.versus(cell_runs(acc, acc), "finetune_all", None, [(4, 1.0)]).items()
+    assert label.endswith("(vs scratch)")
+
+
+def test_arms_that_are_the_same_runs_are_one_arm_on_the_phase_diagram():
+    """reinit at scratch's rates is scratch: the first name in `ARMS` keeps
+    the column, and the runner-up is a distinct arm; winner and runner-up
+    come from the tuning seeds, the margin from the evaluation seeds."""
+    runs = cell_runs({"reinit": [0.9, 0.8], "scratch": [0.9, 0.8], "feature_extraction": [0.5, 0.6]},
+                     {"reinit": [0.6, 0.7, 0.8], "scratch": [0.6, 0.7, 0.8], "feature_extraction": [0.7, 0.7, 0.7]})
+    table = analysis.by_seed(runs, 4, 1.0, "val_acc", "tune")
+    assert list(analysis.one_arm_per_run(table)) == ["scratch", "feature_extraction"]
+    (row,) = analysis.phase_diagram(runs).to_dict("records")
+    assert (row["best"], row["runner_up"], row["n"]) == ("scratch", "feature_extraction", 3)
+    assert row["margin"] == pytest.approx(0.0, abs=1e-12) and row["verdict"] == "inconclusive"
+
+
+def rate_grid(means: dict[float, float], n: int) -> pd.DataFrame:
+    """scratch's last-epoch rows in one cell: rate -> validation accuracy of
+    two tuning seeds, the best rate selected."""
+    best = max(means, key=means.get)
+    return pd.DataFrame([{"n_target": n, "similarity": 1.0, "strategy": "scratch", "trainable_layers": 5, "lr": lr,
+                          "head_lr": lr, "seed": seed, "role": "tune", "epoch": 10, "val_acc": acc,
+                          "selected": lr == best} for lr, acc in means.items() for seed in (0, 1)])
+
+
+def test_a_rate_on_the_grid_end_is_rising_when_it_beats_its_neighbour_by_more_than_the_tolerance():
+    frame = pd.concat([rate_grid({1e-3: 0.80, 1e-2: 0.850, 1e-1: 0.853}, 4),  # 0.3 pt: the optimum may lie beyond
+                       rate_grid({1e-3: 0.80, 1e-2: 0.850, 1e-1: 0.851}, 16),  # 0.1 pt: flat
+                       rate_grid({1e-3: 0.80, 1e-2: 0.860, 1e-1: 0.851}, 64)])  # inside the grid
+    edges = analysis.grid_edges(frame).set_index("n_target")
+    assert edges["axis"].eq("lr").all() and analysis.TOLERANCE == 0.002
+    assert edges["on_end"].tolist() == [True, True, False] and edges["rising"].tolist() == [True, False, False]
+
+
+def test_the_plateau_test_reads_the_evaluation_seeds_over_the_last_share_of_training():
+    rows = [{"n_target": 4, "similarity": 1.0, "strategy": "scratch", "trainable_layers": 5, "lr": 1e-2,
+             "head_lr": 1e-2, "seed": seed, "role": role, "selected": True, "epoch": epoch,
+             "val_acc": (0.0 if role == "tune" else 0.5 + 0.01 * epoch + 0.001 * seed)}
+            for seed, role in [(0, "tune"), (10, "evaluate"), (11, "evaluate")] for epoch in (2, 4, 6, 8, 10)]
+    (row,) = analysis.convergence(pd.DataFrame(rows)).to_dict("records")
+    assert (row["from_epoch"], row["to_epoch"]) == (8, 10)
+    assert row["change"] == pytest.approx(0.02) and row["end"] == pytest.approx(0.6105)

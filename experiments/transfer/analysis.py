@@ -9,21 +9,16 @@ import pandas as pd
 
 from study import stats
 from study.results import Results
-from experiments.transfer.design import CONDITION, HEAD_LR
+from experiments.transfer.design import ARMS, CONDITION, VARIANTS, arm_label
 
 
 LAST_SHARE = 0.2  # the convergence test reads the change of validation accuracy over this last share
 
 
-CONVERGED = 0.005  # ... which must stay under half a point
+TOLERANCE = 0.002  # design checks (convergence, grid ends, a shared head rate) hold at 0.2 pt: below the effects read
 
 
 GRID_AXES = ("lr", "head_lr")
-
-
-def arm_label(strategy: str, k: int) -> str:
-    """A strategy, with k for finetune_top."""
-    return f"finetune_top k={k}" if strategy == "finetune_top" else strategy
 
 
 def with_arms(frame: pd.DataFrame) -> pd.DataFrame:
@@ -31,21 +26,28 @@ def with_arms(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def per_run(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per selected run (each arm at its rates chosen on validation):
-    its arm, final large-sample, validation and test accuracy, the linear
-    probe's, and the first epoch's training loss and test accuracy."""
-    keys = [*CONDITION, "seed"]
-    chosen = frame[frame["selected"]]
-    last = stats.at_last_epoch(chosen, keys).set_index(keys)
-    first = chosen[chosen["epoch"] == 1].set_index(keys)[["train_loss", "test_acc"]].add_prefix("first_")
-    columns = ["eval_acc", "val_acc", "test_acc", "bayes_acc", "step_time_s"]
-    return with_arms(last[columns].join(first).reset_index())
+    """One row per selected run (each arm at its rates chosen on validation),
+    tuning and evaluation seeds alike (`role`): its arm and its final
+    large-sample, validation and test accuracy."""
+    last = stats.at_last_epoch(frame[frame["selected"]], [*CONDITION, "seed"])
+    return with_arms(last[[*CONDITION, "seed", "role", "eval_acc", "val_acc", "test_acc", "bayes_acc",
+                           "step_time_s"]].reset_index(drop=True))
 
 
-def by_seed(runs: pd.DataFrame, n: int, s: float, value: str = "eval_acc") -> pd.DataFrame:
-    """One cell's `value`, seeds x arms (paired: a seed's arms share data and head initialization)."""
-    cell = runs[(runs["n_target"] == n) & (runs["similarity"] == s)]
-    return cell.pivot(index="seed", columns="arm", values=value)
+def first_epoch_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """The first-epoch table's evaluation runs, per arm: its evaluation seeds
+    train only the rates chosen on the tuning seeds' validation after that
+    one epoch. Their mean minibatch loss and test-split accuracy of the epoch."""
+    runs = stats.evaluation(table).rename(columns={"train_loss": "first_train_loss", "test_acc": "first_test_acc"})
+    return with_arms(runs)
+
+
+def by_seed(runs: pd.DataFrame, n: int, s: float, value: str = "eval_acc", role: str = "evaluate") -> pd.DataFrame:
+    """One cell's `value` on the seeds of `role`, seeds x arms in `ARMS`
+    order (paired: a seed's arms share data and head initialization)."""
+    cell = runs[(runs["n_target"] == n) & (runs["similarity"] == s) & (runs["role"] == role)]
+    table = cell.pivot(index="seed", columns="arm", values=value)
+    return table[sorted(table.columns, key=lambda arm: ARMS.index(arm) if arm in ARMS else len(ARMS))]
 
 
 def cell_name(n: int, s: float) -> str:
@@ -53,36 +55,40 @@ def cell_name(n: int, s: float) -> str:
 
 
 def grid_edges(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per arm and cell: the selected rates, whether one lies on an end of
-    its axis of the arm's grid (`on_end`), and whether it beats its inner
-    neighbour there by more than half a point of mean validation accuracy
-    (`rising`: the best rate may lie beyond the grid)."""
-    last = with_arms(stats.at_last_epoch(frame, [*CONDITION, "seed"]))
+    """Per arm, cell and rate axis of the arm's grid (its body or only rate
+    `lr`, its head's `head_lr`): the selected rate, whether it lies on an end
+    of the axis (`on_end`), and whether it beats its inner neighbour there
+    by more than `TOLERANCE` of mean validation accuracy over the tuning
+    seeds (`rising`: the best rate may lie beyond the grid). Only the tuning
+    seeds train the whole grid. A rate variant's body rate is the claim's,
+    not a grid meant to hold an optimum: only its head axis is checked."""
+    last = with_arms(stats.at_last_epoch(stats.tuning(frame), [*CONDITION, "seed"]))
     means = last.groupby(["arm", "n_target", "similarity", *GRID_AXES])["val_acc"].mean()
     rows = []
     for arm, part in last.groupby("arm"):
         coupled = bool((part["lr"] == part["head_lr"]).all())  # one rate for every layer trained
-        axes = [a for a in GRID_AXES if part[a].nunique() > 1 and not (coupled and a == "head_lr")]
+        axes = [a for a in GRID_AXES if part[a].nunique() > 1 and not (coupled and a == "head_lr")
+                and not (arm in VARIANTS and a == "lr")]
         for (n, s), cell in part[part["selected"]].groupby(["n_target", "similarity"]):
             chosen = {a: cell[a].iloc[0] for a in GRID_AXES}
-            on_end, rising = False, False
             for axis in axes:
                 grid = sorted(part[axis].unique())
-                if chosen[axis] in (grid[0], grid[-1]):
-                    inner = grid[1] if chosen[axis] == grid[0] else grid[-2]
-                    moved = {**chosen, **({a: inner for a in GRID_AXES} if coupled else {axis: inner})}
-                    key = (arm, n, s, *moved.values())
-                    on_end = True
-                    rising |= means[(arm, n, s, *chosen.values())] - means[key] > CONVERGED
-            rows.append({"arm": arm, "n_target": n, "similarity": s, **chosen, "on_end": on_end, "rising": rising})
+                on_end = chosen[axis] in (grid[0], grid[-1])
+                inner = grid[1] if chosen[axis] == grid[0] else grid[-2]
+                moved = {**chosen, **({a: inner for a in GRID_AXES} if coupled else {axis: inner})}
+                gain = means[(arm, n, s, *chosen.values())] - means.get((arm, n, s, *moved.values()), float("nan"))
+                rows.append({"arm": arm, "n_target": n, "similarity": s, "axis": axis, "rate": chosen[axis],
+                             "on_end": on_end, "gain": gain if on_end else 0.0,
+                             "rising": bool(on_end and gain > TOLERANCE)})
     return pd.DataFrame(rows)
 
 
 def convergence(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per selected arm and cell: the mean validation accuracy over seeds at
-    the scored epoch that starts the last `LAST_SHARE` of the arm's training
-    (`from_epoch`) and at its end (`to_epoch`), and the change between them."""
-    chosen = with_arms(frame[frame["selected"]].dropna(subset=["val_acc"]))
+    """Per selected arm and cell: the mean validation accuracy over the
+    evaluation seeds at the scored epoch that starts the last `LAST_SHARE`
+    of the arm's training (`from_epoch`) and at its end (`to_epoch`), and
+    the change between them."""
+    chosen = with_arms(stats.evaluation(frame[frame["selected"]]).dropna(subset=["val_acc"]))
     rows = []
     for arm, part in chosen.groupby("arm"):
         last = part["epoch"].max()
@@ -94,68 +100,61 @@ def convergence(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True).assign(change=lambda d: d["end"] - d["start"])
 
 
-def head_rate_cost(frame: pd.DataFrame, arm: str = "finetune_all") -> pd.Series:
-    """Per cell: how much mean validation accuracy `arm` loses at its
-    selected body rate with the head at `HEAD_LR` instead of the best head
-    rate of the grid (what the arms without a head grid may lose)."""
-    runs = stats.at_last_epoch(frame[frame["strategy"] == arm], [*CONDITION, "seed"])
-    body = runs[runs["selected"]].groupby(["n_target", "similarity"])["lr"].first()
-    means = runs.groupby(["n_target", "similarity", "lr", "head_lr"])["val_acc"].mean()
-    return pd.Series({cell: means.loc[cell + (lr,)].max() - means.loc[cell + (lr, HEAD_LR)]
-                      for cell, lr in body.items()})
-
-
-def body_rate_runs(frame: pd.DataFrame, arm: str = "finetune_all") -> pd.DataFrame:
-    """`arm`'s runs at every body rate, each with its head rate chosen on
-    validation (per cell and body rate), labelled `arm lr=<rate>`."""
-    part = frame[frame["strategy"] == arm]
-    cell = ["n_target", "similarity", "strategy", "trainable_layers", "lr"]
-    part = part[stats.chosen_on_validation(part, cell, ["head_lr"])]
-    runs = stats.at_last_epoch(part, [*CONDITION, "seed"])
-    return runs.assign(arm=[f"{arm} lr={lr:g}" for lr in runs["lr"]])
-
-
 def phase_diagram(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (size, similarity): the arm with the best mean final accuracy and
-    the runner-up (a distinct arm, see `rivals`), chosen on the even seeds,
-    and the paired margin between them with its interval on the odd seeds,
-    judged as a claim that the best arm is better (`stats.POINTS`: a tie
-    within half a point)."""
+    """Per (size, similarity): the arm with the best mean final validation
+    accuracy and the runner-up (a distinct arm: see `one_arm_per_run` and
+    `rivals`), chosen on the tuning seeds, and the paired margin between them with its
+    interval on the evaluation seeds, judged as a claim that the best arm is
+    better (`stats.POINTS`: a tie within half a point)."""
     rule = stats.Rule(0.0, "above", stats.POINTS.tolerance)
     rows = []
     for (n, s), _ in runs.groupby(["n_target", "similarity"]):
-        table = by_seed(runs, n, s)
-        selects = stats.selection_half(table.index)
-        best = table[selects].mean().idxmax()
-        second = rivals(table, best)[selects].drop(columns=best).mean().idxmax()
-        ci = stats.mean_ci((table[best] - table[second])[~selects])
-        rows.append({"n_target": n, "similarity": s, "best": best, "runner_up": second, "accuracy": table[best].mean(),
-                     "margin": ci.mean, "lo": ci.lo, "hi": ci.hi, "n": ci.n, "verdict": rule.cell(ci)})
+        choose = one_arm_per_run(by_seed(runs, n, s, "val_acc", "tune"))
+        best = choose.drop(columns=list(VARIANTS), errors="ignore").mean().idxmax()
+        second, margin = stats.versus_best(rivals(choose, best), by_seed(runs, n, s), best)
+        ci = stats.mean_ci(margin)
+        rows.append({"n_target": n, "similarity": s, "best": best, "runner_up": second,
+                     "accuracy": by_seed(runs, n, s)[best].mean(), "margin": ci.mean, "lo": ci.lo, "hi": ci.hi,
+                     "n": ci.n, "verdict": rule.cell(ci)})
     return pd.DataFrame(rows)
 
 
 COPIES = {"finetune_all": ("wide_head",)}  # an arm -> the same strategy under another name (three more outputs)
 
 
+def one_arm_per_run(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` (seeds x arms) with arms that are the same runs as an earlier
+    column (the same values on every seed: reinit where it picked scratch's
+    rates for body and head) dropped: one arm, under its first name."""
+    kept = []
+    for arm in table:
+        if not any(table[arm].equals(table[k]) for k in kept):
+            kept.append(arm)
+    return table[kept]
+
+
 def rivals(table: pd.DataFrame, arm: str) -> pd.DataFrame:
     """`table` (seeds x arms) without `arm` under another name: the arms whose
-    runs are its own (the same values on every seed, e.g. reinit where it
-    picked scratch's rate) and its relabelled copies (`COPIES`). What a
-    "best other" ranges over: the alternatives to `arm`, never itself."""
-    same = [c for c in table if c != arm and (table[c].equals(table[arm]) or c in COPIES.get(arm, ()))]
+    runs are its own (the same values on every seed), its relabelled copies
+    (`COPIES`) and the rate variants (`VARIANTS`: a strategy at a rate
+    validation did not choose). What a "best other" ranges over: the
+    alternatives to `arm`, never itself."""
+    same = [c for c in table if c != arm and (table[c].equals(table[arm]) or c in COPIES.get(arm, ())
+                                              or arm in COPIES.get(c, ()) or c in VARIANTS)]
     return table.drop(columns=same)
 
 
 def versus(runs: pd.DataFrame, arm: str, other: str | None, cells, value: str = "eval_acc") -> dict[str, pd.Series]:
-    """Per cell: `arm` minus `other`, paired by seed; with `other` None, minus
-    the best of its `rivals` by its mean on the even seeds, on the odd seeds."""
+    """Per cell: `arm` minus `other`, paired by evaluation seed; with `other`
+    None, minus the best of its `rivals` by their mean validation accuracy
+    on the tuning seeds."""
     out = {}
     for n, s in cells:
-        table = by_seed(runs, n, s, value)
+        test = by_seed(runs, n, s, value)
         if other:
-            out[cell_name(n, s)] = table[arm] - table[other]
+            out[cell_name(n, s)] = test[arm] - test[other]
             continue
-        rival, difference = stats.versus_best(rivals(table, arm), arm)
+        rival, difference = stats.versus_best(rivals(by_seed(runs, n, s, "val_acc", "tune"), arm), test, arm)
         out[f"{cell_name(n, s)} (vs {rival})"] = difference
     return out
 

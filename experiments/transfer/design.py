@@ -11,20 +11,19 @@ in 10 "epochs" of 40 (800 for the arms that train a head alone, and
 staged), whatever the size (sizes are a traced prefix of one training
 sample), every rate decaying to 0 along a cosine.
 
-Every arm is tuned: its learning rates (Adam) come from a grid, and per
-(size, similarity, strategy) the rates with the best mean final accuracy
-on the target's validation sample are marked `selected` (never chosen on
-the eval sample the verdicts read). A new head beside fine-tuned layers has
-its own rate (`head_lr`): finetune_all and staged cross a grid of head
-rates with their body rates; the other fine-tuning arms train the head at
-`HEAD_LR`, where finetune_all's head grid is flat (a design check).
+Every arm is tuned: its learning rates (Adam) come from a grid, trained on
+the tuning seeds only; per (size, similarity, strategy) the rates with the
+best mean final accuracy on their validation sample are marked `selected`
+and trained on the evaluation seeds, which the verdicts read. Every new
+head beside trained layers has its own rate (`head_lr`), crossed with the
+body's grid (`HEAD_RATES`; staged's head, trained alone first, has its own).
 
 Strategies, with the number of top layers they train (`trainable_layers`,
 5 = all):
 
 - `scratch`: random initialization, every layer at one rate;
-- `reinit`: finetune_all's recipe (a body rate and the head at `HEAD_LR`)
-  from re-initialized weights, what the pretrained weights add to it;
+- `reinit`: finetune_all's recipe (a body rate and a head rate) from
+  re-initialized weights; at equal rates it is scratch's runs (one arm);
 - `feature_extraction`: a new head on the frozen last hidden layer;
 - `feature_extraction_early`: a new head on the frozen second hidden layer;
 - `random_features`: a new head on a frozen random body of the same shape
@@ -33,7 +32,13 @@ Strategies, with the number of top layers they train (`trainable_layers`,
 - `finetune_all`: every layer from the pretrained weights;
 - `staged`: the head alone for 8 epochs, then the top hidden layer and the
   head together at the body rate (S-finetune's recipe, LP-FT);
+- `staged_small`: the same recipe at S-finetune's very small block rates
+  (a rate variant: a claim's arm, not a strategy of the phase diagram);
 - `wide_head`: finetune_all with 9 outputs for the 6 classes.
+
+S-tfjs's two modes (finetune_top k=2 and finetune_all) also train one
+epoch at a constant rate, tuned on validation after that epoch, at the
+largest size (table `first-epoch`): its first-epoch claims.
 
 Frozen layers are out of the optimizer (`optax.partition`), so they leave
 the backward pass, and without dropout they are applied to the data once
@@ -51,7 +56,7 @@ import pandas as pd
 
 from study.config import Setup
 from study.data import Mixture
-from study.runner import Program
+from study.runner import MAIN, Program
 
 
 NAME = "transfer"
@@ -97,23 +102,27 @@ LR = 1e-3  # the source's rate
 
 
 # Adam's rate grids, log-spaced around the rates each kind of arm needs (a
-# pilot on 4 seeds placed them). Where a curve is flat, two points do.
-SCRATCH_RATES = (1e-3, 3e-3, 1e-2)  # every layer from random weights (scratch)
+# pilot and the previous full run placed them, so that validation's optimum
+# lies inside each grid). They train on the tuning seeds only.
+SCRATCH_RATES = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)  # every layer from random weights (scratch)
 
 
-REINIT_RATES = (1e-3, 3e-3, 1e-2, 3e-2)  # reinit's layers below the head
+REINIT_RATES = (3e-3, 1e-2, 3e-2)  # reinit's layers below the head
 
 
-TOP_RATES = (3e-3, 1e-2, 3e-2)  # the fine-tuned layers of finetune_top and wide_head (k = 2 also 0.1)
+TOP_RATES = {2: (1e-2, 3e-2, 1e-1), 3: (1e-3, 3e-3, 1e-2, 3e-2), 4: (1e-3, 3e-3, 1e-2, 3e-2)}  # finetune_top k
 
 
-BODY_RATES = (1e-4, 1e-3, 1e-2, 3e-2)  # finetune_all's pretrained layers (S-tricks' small rate first)
+BODY_RATES = (1e-3, 3e-3, 1e-2, 3e-2)  # finetune_all's and wide_head's pretrained layers (1e-4 lost 5-20 pt)
 
 
-HEAD_RATES = (1e-3, 1e-2)  # finetune_all's new head: flat between them in the pilot
+HEAD_RATES = (1e-3, 3e-3, 1e-2)  # a new head beside trained layers: every such arm crosses them with its body's
 
 
-STAGED_RATES = (1e-2, 3e-2, 1e-1)  # staged's unfrozen block (S-finetune's very small 1e-4 and 1e-3 never won)
+STAGED_RATES = (3e-3, 1e-2, 3e-2, 1e-1)  # staged's unfrozen block, tuned
+
+
+SMALL_BLOCK_RATES = (1e-4, 1e-3)  # staged_small's block: S-finetune's "very small" rate, as its recipe states
 
 
 STAGED_HEAD_RATES = (3e-3, 1e-2, 3e-2)  # staged's head, trained alone first
@@ -128,13 +137,27 @@ SLOW_ARMS_FACTOR = 2
 PROBE_RATES = (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)  # a new head alone on standardized frozen features
 
 
-HEAD_LR = 1e-2  # the head's rate in the fine-tuning arms without a head grid
-
-
 CONDITION = ["n_target", "similarity", "strategy", "trainable_layers", "lr", "head_lr"]
 
 
 LAYERS = len(HIDDEN) + 1
+
+
+FROZEN_K = 2  # S-tfjs froze 3 of its 5 layers, training the top 2
+
+
+FROZEN, NO_FREEZE, REINITIALIZED = f"finetune_top k={FROZEN_K}", "finetune_all", "scratch"  # S-tfjs's modes
+
+
+FIRST_EPOCH = "first-epoch"  # the table of S-tfjs's two modes trained one epoch at a constant rate
+
+
+VARIANTS = {"staged_small": "staged"}  # a recipe at a rate of the claim's, not a strategy of the phase diagram
+
+
+def with_heads(rates) -> list[tuple[float, float]]:
+    """A body grid crossed with `HEAD_RATES`: (lr, head_lr) pairs."""
+    return list(itertools.product(rates, HEAD_RATES))
 
 
 def arms(epochs: int) -> list[dict]:
@@ -143,22 +166,28 @@ def arms(epochs: int) -> list[dict]:
     alone = [(lr, lr) for lr in PROBE_RATES]  # the head is the only trained layer: lr is its rate
     longer = SLOW_ARMS_FACTOR * epochs
     head_alone = dict(trainable=1, standardize_features=True, epochs=longer)
-    out = [dict(strategy="scratch", rates=[(lr, lr) for lr in SCRATCH_RATES], epochs=epochs),
-           dict(strategy="reinit", rates=[(lr, HEAD_LR) for lr in REINIT_RATES], own_head_lr=True, epochs=epochs),
-           dict(strategy="feature_extraction", rates=alone, pretrained=True, **head_alone),
-           dict(strategy="feature_extraction_early", rates=alone, pretrained=True, hidden=HIDDEN[:EARLY],
-                **head_alone),
-           dict(strategy="random_features", rates=alone, **head_alone)]
-    top = [(lr, HEAD_LR) for lr in TOP_RATES]
-    out += [dict(strategy="finetune_top", rates=[(lr, HEAD_LR) for lr in TOP_RATES + (1e-1,)], trainable=2,
-                 **pretrained)]
-    out += [dict(strategy="finetune_top", rates=top, trainable=k, **pretrained) for k in range(3, LAYERS)]
-    head_first = longer // EVALS * (EVALS // 2)  # about half, at a scored epoch
-    out += [dict(strategy="finetune_all", rates=list(itertools.product(BODY_RATES, HEAD_RATES)), **pretrained),
-            dict(strategy="staged", rates=list(itertools.product(STAGED_RATES, STAGED_HEAD_RATES)), trainable=2,
-                 head_first=head_first, **{**pretrained, "epochs": longer}),
-            dict(strategy="wide_head", rates=top, n_out=WIDE, **pretrained)]
-    return out
+    staged = dict(pretrained, trainable=2, head_first=longer // EVALS * (EVALS // 2), epochs=longer)  # head: half
+    return [dict(strategy="scratch", rates=[(lr, lr) for lr in SCRATCH_RATES], epochs=epochs),
+            dict(strategy="reinit", rates=with_heads(REINIT_RATES), own_head_lr=True, epochs=epochs),
+            dict(strategy="feature_extraction", rates=alone, pretrained=True, **head_alone),
+            dict(strategy="feature_extraction_early", rates=alone, pretrained=True, hidden=HIDDEN[:EARLY],
+                 **head_alone),
+            dict(strategy="random_features", rates=alone, **head_alone),
+            *[dict(strategy="finetune_top", rates=with_heads(TOP_RATES[k]), trainable=k, **pretrained)
+              for k in range(2, LAYERS)],
+            dict(strategy="finetune_all", rates=with_heads(BODY_RATES), **pretrained),
+            dict(strategy="staged", rates=list(itertools.product(STAGED_RATES, STAGED_HEAD_RATES)), **staged),
+            dict(strategy="staged_small", rates=list(itertools.product(SMALL_BLOCK_RATES, STAGED_HEAD_RATES)),
+                 **staged),
+            dict(strategy="wide_head", rates=with_heads(BODY_RATES), n_out=WIDE, **pretrained)]
+
+
+def arm_label(strategy: str, k: int) -> str:
+    """A strategy, with k for finetune_top."""
+    return f"finetune_top k={k}" if strategy == "finetune_top" else strategy
+
+
+ARMS = [arm_label(a["strategy"], a.get("trainable") or LAYERS) for a in arms(EPOCHS)]  # the order ties go by
 
 
 def plan(seeds: int, epochs: int | None = None, quick: bool = False) -> list[Program]:
@@ -186,23 +215,28 @@ def plan(seeds: int, epochs: int | None = None, quick: bool = False) -> list[Pro
     probe = Setup(task=TARGET_TASK, hidden=HIDDEN, n_out=TARGET_TASK.classes, pretrained=True, trainable=1,
                   epochs=1, evals=1, batch_size=BATCH, steps_per_epoch=1, scored=("probe_acc",))
     programs.append(Program("linear probe", probe, cells, table="probe", start_from="source mlp"))
-    for arm in arms(epochs):
-        strategy, rates = arm.pop("strategy"), arm.pop("rates")
-        setup = Setup(**{"task": TARGET_TASK, "hidden": HIDDEN, "n_out": TARGET_TASK.classes,
-                         "scored": ("eval_acc", "val_acc"), **arm},
-                      evals=EVALS, batch_size=BATCH, steps_per_epoch=STEPS, decay=True, final_eval=True)
-        k = setup.trainable or LAYERS
-        runs = pd.DataFrame([{"n_target": n, "similarity": s, "strategy": strategy, "trainable_layers": k,
-                              "lr": lr, "head_lr": head_lr, "seed": seed, "data_seed": seed, **common}
-                             for n, s, (lr, head_lr), seed in itertools.product(sizes, similarities, rates,
-                                                                                range(seeds))])
-        label = strategy + (f" k={k}" if strategy == "finetune_top" else "")
-        programs.append(Program(label, setup, runs, start_from="source mlp" if setup.pretrained else None,
-                                tuned=("lr", "head_lr")))
-    return programs
+    programs += [arm_program(arm, sizes, similarities, seeds) for arm in arms(epochs)]
+    first = [dict(arm, epochs=1, evals=1, decay=False, final_eval=False, scored=("val_acc",)) for arm in arms(epochs)
+             if arm_label(arm["strategy"], arm.get("trainable") or LAYERS) in (FROZEN, NO_FREEZE)]
+    return programs + [arm_program(arm, sizes[-1:], similarities, seeds, FIRST_EPOCH) for arm in first]
 
 
-FROZEN_K = 2  # S-tfjs froze 3 of its 5 layers, training the top 2
+def arm_program(arm: dict, sizes, similarities, seeds: int, table: str = MAIN) -> Program:
+    """One strategy's program: its setup (the arm's fields over Q4's
+    defaults) and its runs over sizes x similarities x its rate grid x
+    seeds, the rates tuned on validation."""
+    arm = dict(arm)
+    strategy, rates = arm.pop("strategy"), arm.pop("rates")
+    defaults = dict(task=TARGET_TASK, hidden=HIDDEN, n_out=TARGET_TASK.classes, scored=("eval_acc", "val_acc"),
+                    evals=EVALS, batch_size=BATCH, steps_per_epoch=STEPS, decay=True, final_eval=True)
+    setup = Setup(**{**defaults, **arm})
+    k = setup.trainable or LAYERS
+    common = dict(init="glorot_uniform", activation="relu")
+    runs = pd.DataFrame([{"n_target": n, "similarity": s, "strategy": strategy, "trainable_layers": k,
+                          "lr": lr, "head_lr": head_lr, "seed": seed, "data_seed": seed, **common}
+                         for n, s, (lr, head_lr), seed in itertools.product(sizes, similarities, rates, range(seeds))])
+    label = ("first epoch " if table == FIRST_EPOCH else "") + arm_label(strategy, k)
+    return Program(label, setup, runs, table=table, start_from="source mlp" if setup.pretrained else None,
+                   tuned=("lr", "head_lr"))
 
 
-FROZEN, NO_FREEZE, REINITIALIZED = f"finetune_top k={FROZEN_K}", "finetune_all", "scratch"  # S-tfjs's modes

@@ -9,9 +9,12 @@ from study import stats
 from study.claims import Claim
 from study.results import Results
 from experiments.transfer.analysis import (
-    CONVERGED, cell_name, convergence, per_run, phase_diagram, step_flops, transfer_model, with_arms,
+    TOLERANCE, cell_name, convergence, per_run, phase_diagram, step_flops, transfer_model, with_arms,
 )
 from experiments.transfer.design import CONDITION, FROZEN, FROZEN_K, LAYERS, NO_FREEZE, REINITIALIZED
+
+
+UNRESOLVED = {"tie": "tie", "inconclusive": "unresolved", "contradicted": "unresolved"}  # verdict -> cell colour
 
 
 PHASE_NOTES = {"reproduced": "", "tie": " (tie)", "inconclusive": " (ns)", "contradicted": " (ns)"}
@@ -29,12 +32,13 @@ def picked_sizes(runs: pd.DataFrame) -> list[int]:
 
 def rate_curves(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """For three cells (small and similar, the middle, large and dissimilar):
-    each arm's mean final validation accuracy per rate of its grid (a 2-D
-    grid at its best head rate per body rate), the selected rate marked."""
+    each arm's mean final validation accuracy over the tuning seeds (which
+    alone train the grid) per rate of its grid (a 2-D grid at its best head
+    rate per body rate), the selected rate marked."""
     sizes, sims = picked_sizes(runs), sorted(runs["similarity"].unique())
     cells = list(dict.fromkeys([(sizes[0], sims[-1]), (sizes[len(sizes) // 2], sims[len(sims) // 2]),
                                 (sizes[-1], sims[0])]))
-    last = with_arms(stats.at_last_epoch(frame, [*CONDITION, "seed"]))
+    last = with_arms(stats.at_last_epoch(stats.tuning(frame), [*CONDITION, "seed"]))
     last = last[[(n, s) in cells for n, s in zip(last["n_target"], last["similarity"])]]
     means = last.groupby(["n_target", "similarity", "arm", "lr", "head_lr"], as_index=False).agg(
         val_acc=("val_acc", "mean"), selected=("selected", "first"))
@@ -58,15 +62,19 @@ def draw_rate_curves(data: pd.DataFrame):
 
 
 def draw_phase(data: pd.DataFrame):
-    winner = data["best"].where(data["verdict"] != "tie", "tie")
+    """A cell takes its best arm's colour only where the margin's interval
+    says it is better; ties and unresolved cells (the interval reaches past
+    the tie band on both sides, or below it) are shown as such."""
+    winner = data["best"].where(data["verdict"] == "reproduced", data["verdict"].map(UNRESOLVED))
     grid = data.assign(winner=winner).pivot(index="similarity", columns="n_target", values="winner")
     notes = data.assign(note=[f"{b}\n{100 * m:+.1f} pt{PHASE_NOTES[v]}\nvs {r}" for b, m, v, r in
                               zip(data["best"], data["margin"], data["verdict"], data["runner_up"])])
     notes = notes.pivot(index="similarity", columns="n_target", values="note")
-    arms = sorted(set(winner) - {"tie"})
+    arms = sorted(set(winner) - set(UNRESOLVED.values()))
     return fig.category_grid(grid.sort_index(ascending=False), notes.sort_index(ascending=False),
                              xlabel="target examples per class", ylabel="similarity to the source",
-                             colors={**fig.palette(arms), "tie": fig.VERDICT_COLORS["inconclusive"]})
+                             colors={**fig.palette(arms), "tie": fig.VERDICT_COLORS["tie"],
+                                     "unresolved": fig.VERDICT_COLORS["inconclusive"]})
 
 
 def stfjs_curves(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -74,7 +82,7 @@ def stfjs_curves(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     sims = sorted(runs["similarity"].unique())
     modes = {FROZEN: f"frozen ({LAYERS - FROZEN_K} of {LAYERS} layers)", NO_FREEZE: "no freeze",
              REINITIALIZED: "re-initialized"}
-    chosen = with_arms(frame[frame["selected"]])
+    chosen = with_arms(stats.evaluation(frame[frame["selected"]]))
     curves = chosen[(chosen["n_target"] == runs["n_target"].max()) & chosen["similarity"].isin([sims[0], sims[-1]])]
     curves = curves.assign(mode=curves["arm"].map(modes)).dropna(subset=["mode"])
     long = curves.melt(id_vars=["mode", "similarity", "seed", "epoch"], value_vars=["train_loss", "test_acc"],
@@ -101,20 +109,24 @@ def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
     depth = runs[runs["arm"].isin(depth_arms()) & runs["n_target"].isin(picked_sizes(runs))]
     depth = stats.summarize(depth.assign(similarity=depth["similarity"].map("{:g}".format)),
                             ["n_target", "similarity", "trainable_layers"], "eval_acc")
-    bounds = (-100 * CONVERGED, 100 * CONVERGED)
+    bounds = (-100 * TOLERANCE, 100 * TOLERANCE)
     return [
         fig.Figure("phase", "The best strategy (colour) in each cell of target size x similarity, by mean "
-                   "final large-sample accuracy over seeds, every strategy at its learning rates chosen on "
-                   "validation; text: the best, its margin over the runner-up, paired by seed, and the "
-                   "runner-up; grey, 'tie', where the 95% interval of the margin lies within half a "
-                   "point, '(ns)' where it includes 0 and reaches further.", phase_diagram(runs), draw_phase),
+                   "final validation accuracy over the tuning seeds, every strategy at its learning rates "
+                   "chosen on validation (arms that are the same runs counted once); text: the best, its "
+                   "margin over the runner-up (chosen on the tuning seeds too) with its 95% interval, paired "
+                   "by seed on the evaluation seeds, and the runner-up; the best arm's colour only where that "
+                   "interval lies above the half-point tie band; blue, 'tie', where it lies within the band; "
+                   "grey, 'unresolved' ('(ns)'), where it reaches out of the band and includes 0 or lies below.",
+                   phase_diagram(runs), draw_phase),
         fig.Figure("learning-rate", "Every arm's learning-rate curve in three cells: mean final validation "
                    "accuracy over seeds per rate of its grid (for finetune_all and staged at the best head "
-                   "rate per body rate); circles mark the rates selected.", rate_curves(frame, runs),
-                   draw_rate_curves),
+                   "rate per body rate), on the tuning seeds; circles mark the rates selected.",
+                   rate_curves(frame, runs), draw_rate_curves),
         fig.Figure("convergence", "The convergence check: per arm (at its selected rates) and cell, the "
-                   "change of the mean validation accuracy over seeds across the last 20% of training; dashed: "
-                   "the half-point bound.", convergence(frame).assign(change=lambda d: 100 * d["change"]),
+                   "change of the mean validation accuracy over the evaluation seeds across the last 20% of "
+                   "training; dashed: the 0.2-point bound.",
+                   convergence(frame).assign(change=lambda d: 100 * d["change"]),
                    lambda d: fig.strips(d, x="change", y="arm", hue="n_target", bounds=bounds,
                                         xlabel="change of mean validation accuracy over the last 20% of "
                                                "training (points)")),
