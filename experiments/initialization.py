@@ -1,6 +1,6 @@
 """Q1. How does initialization affect training? (S-questions)
 
-Two variants, both in `results/initialization.parquet` (column `variant`):
+Three variants, all in `results/initialization.parquet` (column `variant`):
 
 - `faithful`: the original code's setup: harmonic class gaps and a random
   shared covariance drawn per dataset, sigmoid, a 2-unit output trained with
@@ -16,13 +16,20 @@ Two variants, both in `results/initialization.parquet` (column `variant`):
   activation and scheme, the rate with the best mean final validation
   accuracy there is marked `selected` and is the only one trained on the
   evaluation seeds.
+- `mixture`: a task whose Bayes classifier needs several hidden units
+  (`MIXTURE`: two classes of four Gaussian clusters each), where a network
+  whose layers stay one effective unit (constant starts) is a linear
+  classifier and must fall short; the stated setup under Adam, so every
+  symmetry claim is also tested where symmetry costs accuracy. (Not under
+  SGD: a `Mixture` trains on minibatches, and a second tuned grid would
+  double the study's cost.)
 
 Every run scores its validation sample densely (`EVAL_POINTS`), so its
 validation-best epoch is resolved; the large sample is scored at the end
 and at that epoch (`eval_acc`, `best_eval_acc`). The claims read the
 validation-best epoch; the end of training is the other analysis choice.
 
-Run: `study run initialization` (8 tuning + 32 evaluation seeds, 5,096 runs in 3 compiled programs).
+Run: `study run initialization` (8 tuning + 32 evaluation seeds, 6,536 runs in 4 compiled programs).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import pandas as pd
 from experiments.transfer.claims import measured
 from study import figures as fig
 from study import inits, stats
-from study.data import TwoGaussians
+from study.data import Mixture, TwoGaussians
 from study.claims import Claim, specification_frame
 from study.question import Section
 from study.results import Results
@@ -57,6 +64,10 @@ SGD_RATES = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 QUICK_SGD_RATES = (0.1, 1.0)
 SEEDS, TUNING_SEEDS, QUICK_SEEDS = 32, 8, 2  # evaluation seeds from the power analysis (README)
 EPOCHS = {"faithful": 84, "stated": 100, "sgd": 150}
+# sizes per class: 400 training points, a 100-point test split, 10,000 fresh points, as the stated task
+MIXTURE = Mixture(classes=2, clusters=4, subspace=4, n_train=200, n_test=50, n_eval=5000, n_val=500)
+BATCH = 64
+SCORED = ("eval_acc", "val_acc", "distinct_units", "initial_grad_norm")
 QUICK_EPOCHS = 6
 EVAL_POINTS = 50  # at most this many validation scorings per run (every 2-3 epochs), the last epoch among them
 TRAINED = 0.9  # "trains": 90% of the way from chance (0.5) to the Bayes limit
@@ -68,14 +79,14 @@ BEST, END = "validation-best epoch", "end of training"  # where a run's large-sa
 
 
 def plan(seeds: int, epochs: int | None = None, quick: bool = False) -> list[Program]:
-    """Three programs: the faithful variant, and the stated one under Adam
-    and under SGD, with every activation (a traced value, like the scheme
-    and the rate)."""
+    """Four programs: the faithful variant, the stated one under Adam and
+    under SGD, and the mixture under Adam, with every activation (a traced
+    value, like the scheme and the rate)."""
 
-    def setup(length, **kwargs):
+    def setup(length, scored=SCORED, **kwargs):
         n = epochs or (QUICK_EPOCHS if quick else EPOCHS[length])
-        return Setup(hidden=(100, 100), epochs=n, evals=stride(n, EVAL_POINTS), final_eval=True,
-                     scored=("eval_acc", "val_acc", "distinct_units", "initial_grad_norm"), **kwargs)
+        return Setup(hidden=(100, 100), epochs=n, evals=stride(n, EVAL_POINTS), final_eval=True, scored=scored,
+                     **kwargs)
 
     def runs(variant, optimizer, activations, schemes, rates=(LEARNING_RATE,)):
         grid = itertools.product(activations, schemes, rates, range(seeds))
@@ -86,10 +97,15 @@ def plan(seeds: int, epochs: int | None = None, quick: bool = False) -> list[Pro
                      activations=("sigmoid",), loss="mse", schemes=FAITHFUL_SCHEMES, init_biases=True)
     adam = setup("stated", activations=ACTIVATIONS, schemes=STATED_SCHEMES)
     sgd = setup("sgd", activations=ACTIVATIONS, schemes=STATED_SCHEMES, optimizer="sgd", batch_size=None)
+    mixture = setup("stated", task=MIXTURE, activations=ACTIVATIONS, schemes=STATED_SCHEMES, batch_size=BATCH,
+                    steps_per_epoch=MIXTURE.n_train * MIXTURE.classes // BATCH,
+                    scored=tuple(s for s in SCORED if s != "initial_grad_norm"))  # a Mixture cannot score it
     return [Program("faithful", faithful, runs("faithful", "adam", ("sigmoid",), FAITHFUL_SCHEMES)),
             Program("stated adam", adam, runs("stated", "adam", ACTIVATIONS, STATED_SCHEMES)),
             Program("stated sgd", sgd, runs("stated", "sgd", ACTIVATIONS, STATED_SCHEMES,
-                                            QUICK_SGD_RATES if quick else SGD_RATES), tuned=("lr",))]
+                                            QUICK_SGD_RATES if quick else SGD_RATES), tuned=("lr",)),
+            Program("mixture adam", mixture, runs("mixture", "adam", ACTIVATIONS, STATED_SCHEMES).assign(
+                n_target=MIXTURE.n_train))]
 
 
 # --- analysis: everything below reads the results frame only ---------------
@@ -363,7 +379,8 @@ def section(results: Results, claims: list[Claim]) -> Section:
     runs = stats.evaluation(per_run(results.frame))
     bayes = runs.groupby("variant")["bayes_acc"].agg(["mean", "min", "max"])
     runs_of_sgd = results.frame[results.frame["optimizer"] == "sgd"]
-    fields = dict(stated_bayes=bayes.loc["stated", "mean"], schemes=len(STATED_SCHEMES),
+    fields = dict(stated_bayes=bayes.loc["stated", "mean"], mixture_bayes=bayes.loc["mixture", "mean"],
+                  schemes=len(STATED_SCHEMES),
                   seeds=runs["seed"].nunique(), tuning_seeds=stats.tuning(results.frame)["seed"].nunique(),
                   sgd_rates=", ".join(f"{lr:g}" for lr in sorted(runs_of_sgd["lr"].unique())),
                   faithful_bayes_min=bayes.loc["faithful", "min"], faithful_bayes_max=bayes.loc["faithful", "max"],
