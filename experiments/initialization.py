@@ -125,8 +125,7 @@ def per_run(frame: pd.DataFrame, reading: str = BEST) -> pd.DataFrame:
     keys = [*CELL, "init", "seed"]
     groups = frame.groupby(keys, sort=False)
     last = frame.loc[groups["epoch"].idxmax()].set_index(keys)
-    if reading == BEST:
-        last["eval_acc"] = last["best_eval_acc"]
+    last["eval_acc"] = last["best_eval_acc"] if reading == BEST else last["eval_acc"]
     reached = frame[frame["test_acc"] >= REACHED].groupby(keys)["epoch"].min()
     last["epochs_to_90"] = reached.reindex(last.index).fillna(last["epoch"] + 1)
     last["ever_diverged"] = groups["diverged"].any()
@@ -396,5 +395,6 @@ def section(results: Results, claims: list[Claim]) -> Section:
     return Section(fields, [
         ("Per scheme and cell: the selected rate, the norm of each weight matrix's gradient at the "
          "initial weights (whole training set; l0 is the input layer; mean over the evaluation seeds), "
-         "mean distinct units per hidden layer at the end, fraction of runs that diverged (non-finite "
-         "loss), mean final training loss and mean large-sample accuracy at the validation-best epoch.", mechanism_table(runs))])
+         "mean distinct units per hidden layer at the end, share of runs that diverged (non-finite loss), "
+         "mean final training loss, mean large-sample accuracy at the validation-best epoch.",
+         mechanism_table(runs))])

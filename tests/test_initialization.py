@@ -53,7 +53,8 @@ def test_the_best_other_scheme_is_chosen_on_the_tuning_seeds_and_compared_on_the
     orthogonal would win, but the rival stays He; without constants, the
     rival of claim 2 is the same."""
     acc = {"glorot_uniform": [0.9, 0.9, 0.9], "he_normal": [0.95, 0.8, 0.85], "orthogonal": [0.5, 0.92, 0.94],
-           "constant_1": [0.99, 0.5, 0.5], "normal_0.01": [0.9, 0.9, 0.9], "normal_10": [0.5, 0.5, 0.5], "normal_1": [0.5, 0.5, 0.5],
+           "constant_1": [0.99, 0.5, 0.5], "normal_0.01": [0.9, 0.9, 0.9], "normal_10": [0.5, 0.5, 0.5],
+           "normal_1": [0.5, 0.5, 0.5],
            "zeros": [0.5, 0.5, 0.5]}
     runs = pd.DataFrame([{**CELL, "init": init, "seed": seed, "role": "tune" if seed == 0 else "evaluate",
                           "eval_acc": values[seed], "norm_acc": values[seed], "epochs_to_90": 1}
