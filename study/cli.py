@@ -62,9 +62,10 @@ def plans(args) -> list[tuple]:
         try:
             # At most: every seed trains the whole grid (evaluation seeds train only its choices).
             tuning, seeds = question.tuning_for(args.quick), question.seeds_for(args.seeds, args.quick)
-            per_seed = sum(len(p.runs) * p.setup.epochs for p in question.plan(1, args.epochs, args.quick)) / (tuning + 1)
+            per_seed = sum(len(p.runs) * p.setup.epochs for p in question.plan(1, args.epochs, args.quick)) // (tuning + 1)
             if per_seed * (tuning + seeds) > MAX_RUN_EPOCHS:
-                raise ValueError(f"{question.name} with {seeds} seeds would train {per_seed * seeds:,} run-epochs; "
+                raise ValueError(f"{question.name} with {seeds} evaluation seeds would train up to "
+                                 f"{per_seed * (tuning + seeds):,} run-epochs; "
                                  f"the limit is {MAX_RUN_EPOCHS:,}")
             out.append((question, question.plan(args.seeds, args.epochs, args.quick)))
         except ValueError as err:  # options the experiment's grid cannot take
