@@ -247,12 +247,13 @@ def claims(results: Results) -> list[Claim]:
     return out + settled_checks(conv, layers) + [tuned_check(results.frame)]
 
 
-def rate_edges(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per tuned cell (a grid of several rates): its grid (on the tuning seeds), the rate
-    chosen on their validation accuracy, and whether it sits on an end of a
-    grid, where a wider grid might have chosen otherwise."""
-    grid = stats.tuning(frame).groupby(CELL, sort=False)["lr"].agg(lambda lr: tuple(sorted(set(lr))))
-    chosen = stats.evaluation(frame).groupby(CELL, sort=False)["lr"].first()
+def rate_edges(frame: pd.DataFrame, cell: list[str] = CELL) -> pd.DataFrame:
+    """Per tuned `cell` (a grid of several rates on the tuning seeds): its
+    grid, the rate chosen on their validation accuracy, and whether it sits
+    on an end of the grid, where a wider grid might have chosen otherwise
+    (Q3 reads its tuned rates with it too)."""
+    grid = stats.tuning(frame).groupby(cell, sort=False)["lr"].agg(lambda lr: tuple(sorted(set(lr))))
+    chosen = stats.evaluation(frame).groupby(cell, sort=False)["lr"].first()
     table = pd.DataFrame({"grid": grid, "chosen": chosen}).dropna()
     table = table[table["grid"].map(len) > 1]
     return table.assign(edge=[c in (g[0], g[-1]) for g, c in zip(table["grid"], table["chosen"])])
@@ -271,9 +272,9 @@ def tuned_check(frame: pd.DataFrame) -> Claim:
         threshold=0.5, claimed="below", design_check=True, unit=stats.Unit(0.1, digits=0, bounds=(0.0, 1.0)))
 
 
-def rate_summary(edges: pd.DataFrame) -> str:
+def rate_summary(edges: pd.DataFrame, label=cell_label) -> str:
     """The chosen rate of each tuned cell, in words."""
-    return "; ".join(f"{cell_label(key)} {lr:g}" for key, lr in edges["chosen"].items())
+    return "; ".join(f"{label(key)} {lr:g}" for key, lr in edges["chosen"].items())
 
 
 LATE, SETTLED = 0.75, 0.10  # the budget's last quarter; at most this share of convergence epochs in it
