@@ -22,6 +22,7 @@ Layer 0 is the input layer's matrix (input -> hidden 1), layer 3 the output's.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from pathlib import Path
 
@@ -204,72 +205,74 @@ def cell_label(key) -> str:
 OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "plain SGD"}
 
 
-def rho_cells(conv: pd.DataFrame, measure: str, optimizer: str, name_first: bool = True) -> dict[str, pd.Series]:
-    """Per cell of `optimizer`: each run's rho of `measure` (labelled with the
-    layer of earliest mean convergence)."""
+def rho_cells(conv: pd.DataFrame, measure: str, optimizer: str, name_first: bool = True,
+              keep: pd.Index | None = None) -> dict[str, pd.Series]:
+    """Per cell of `optimizer` (of those in `keep`, if given): each run's rho
+    of `measure` (labelled with the layer of earliest mean convergence)."""
     conv = conv[conv["optimizer"] == optimizer]
+    if keep is not None:
+        conv = conv[pd.MultiIndex.from_frame(conv[CELL]).isin(keep)]
     order = order_statistic(conv[[*CELL, "seed", "layer", measure]])
     first = conv.groupby([*CELL, "layer"])[measure].mean().groupby(CELL).idxmin()  # (*cell, layer)
     return {cell_label(key) + (f" (first: layer {first[key][-1]})" if name_first else ""): g["rho"]
             for key, g in order.groupby(CELL, sort=False)}
 
 
+LATE, SETTLED = 0.75, 0.10  # the budget's last quarter; at most this share of convergence epochs in it
+SETTLED_BY = {m: m for m in MEASURES} | {"CKA gap area": "CKA to final"}  # the check each measure's reading needs
+EVERY_CELL = "every cell, settled or not"
+
+
 def claims(results: Results) -> list[Claim]:
-    """Per measure and per optimizer (it sets the order), with the verdict
-    under the analysis choices of `CHOICES`; then the design checks that
-    each measure is read where the weights have settled and each rate was
-    tuned. Every interval reads the evaluation seeds only."""
+    """Per measure and per optimizer (it sets the order), read only in the
+    cells where that measure's layers settled within the budget (a cell
+    whose convergence epochs crowd the budget's end reads the budget, not
+    the layers; every cell is another choice), with the verdict under the
+    analysis choices of `CHOICES`; then the design checks that each measure
+    settled and each rate was tuned. Every interval reads the evaluation
+    seeds only."""
     layers = stats.evaluation(results.tables["layers"])
     conv = convergence(layers)
+    late = late_shares(conv, layers)
     choices = {label: choice for options in CHOICES.values() for label, choice in options.items()}
     alternatives = {label: convergence(layers, **choice) for label, choice in choices.items()}  # each once
     unit = stats.Unit(0.2, digits=2, bounds=(-1.0, 1.0))  # Spearman's rho
+    where = f"read in the cells where fewer than {SETTLED:.0%} of the (run, layer) convergence epochs of " \
+            "{} fall in the budget's last quarter (the design checks below; every cell as another choice)"
+    optimizers = conv["optimizer"].unique()
     out = []
-    for measure, how in MEASURES.items():
-        for optimizer in conv["optimizer"].unique():
-            choices = {label: rho_cells(alternatives[label], measure, optimizer) for label in CHOICES[measure]}
-            out.append(Claim(
-                source="S-questions, conclusion", text=f"Later layers converge faster. Measure: {measure}; "
-                f"{OPTIMIZER_NAMES[optimizer]}.", source_number="none given (a plot)",
-                statistic=f"Spearman's rho between layer index (0 = input layer) and its convergence epoch, {how}; "
-                "per run, then the mean over seeds; the source claims below 0. The layer with the earliest "
-                "mean convergence is named in each cell.", cells=rho_cells(conv, measure, optimizer), threshold=0.0,
-                             claimed="below", unit=unit,
-                choices=choices))
-    for optimizer in conv["optimizer"].unique():
+    for (measure, how), optimizer in itertools.product(MEASURES.items(), optimizers):
+        keep = late.index[late[SETTLED_BY[measure]] < SETTLED]
+        cells = functools.partial(rho_cells, measure=measure, optimizer=optimizer, keep=keep)
         out.append(Claim(
-            source="Raghu et al. 2017 (SVCCA); Chen et al. 2023",
-                         text="Representations converge bottom-up: earlier layers "
-            f"first. {OPTIMIZER_NAMES[optimizer]}.", source_number="none comparable",
-            statistic="Spearman's rho of the CKA gap area against layer index; claimed above 0.",
-            cells=rho_cells(conv, "CKA gap area", optimizer, name_first=False), threshold=0.0, claimed="above",
-                         unit=unit))
-    return out + settled_checks(conv, layers) + [tuned_check(results.frame)]
+            source="S-questions, conclusion", text=f"Later layers converge faster. Measure: {measure}; "
+            f"{OPTIMIZER_NAMES[optimizer]}.", source_number="none given (a plot)",
+            statistic=f"Spearman's rho between layer index (0 = input layer) and its convergence epoch, {how}; "
+            f"per run, then the mean over seeds, {where.format(SETTLED_BY[measure])}; the source claims below 0. "
+            "The layer with the "
+            "earliest mean convergence is named in each cell.", cells=cells(conv), threshold=0.0,
+            claimed="below", unit=unit, choices={label: cells(alternatives[label]) for label in CHOICES[measure]}
+            | {EVERY_CELL: cells(conv, keep=None)}))
+    for optimizer in optimizers:
+        cells = functools.partial(rho_cells, conv, "CKA gap area", optimizer, name_first=False)
+        out.append(Claim(
+            source="Raghu et al. 2017 (SVCCA); Chen et al. 2023", text="Representations converge bottom-up: "
+            f"earlier layers first. {OPTIMIZER_NAMES[optimizer]}.", source_number="none comparable",
+            statistic=f"Spearman's rho of the CKA gap area against layer index, {where.format('CKA to final')}; "
+            "claimed above 0.", cells=cells(keep=late.index[late[SETTLED_BY["CKA gap area"]] < SETTLED]), threshold=0.0,
+            claimed="above", unit=unit, choices={EVERY_CELL: cells()}))
+    return out + settled_checks(late) + [tuned_check(results.frame)]
 
 
 def rate_edges(frame: pd.DataFrame, cell: list[str] = CELL) -> pd.DataFrame:
-    """Per tuned `cell` (a grid of several rates on the tuning seeds): its
-    grid, the rate chosen on their validation accuracy, and whether it sits
-    on an end of the grid, where a wider grid might have chosen otherwise
-    (Q3 reads its tuned rates with it too)."""
+    """Per tuned `cell` (several rates on the tuning seeds): its grid, the
+    rate chosen on validation, and whether that is an end of the grid, where
+    a wider grid might have chosen otherwise."""
     grid = stats.tuning(frame).groupby(cell, sort=False)["lr"].agg(lambda lr: tuple(sorted(set(lr))))
     chosen = stats.evaluation(frame).groupby(cell, sort=False)["lr"].first()
     table = pd.DataFrame({"grid": grid, "chosen": chosen}).dropna()
     table = table[table["grid"].map(len) > 1]
-    return table.assign(edge=[c in (g[0], g[-1]) for g, c in zip(table["grid"], table["chosen"])])
-
-
-def tuned_check(frame: pd.DataFrame) -> Claim:
-    """Whether each tuned rate was chosen inside its grid: a rate on a grid
-    end compares an optimizer at a rate that may not be its best."""
-    edges = rate_edges(frame)
-    return Claim(
-        source="this study", text="Each optimizer's rate is tuned: the chosen rate is inside its grid.",
-        source_number="none",
-        statistic="per tuned cell, 1 where the rate chosen on the tuning seeds' validation accuracy is an end of "
-        f"its grid (chosen rates: {rate_summary(edges)}); measured once; claimed below 0.5.",
-        cells={cell_label(key): stats.Interval(float(e), float(e), float(e), 1) for key, e in edges["edge"].items()},
-        threshold=0.5, claimed="below", design_check=True, unit=stats.Unit(0.1, digits=0, bounds=(0.0, 1.0)))
+    return table.assign(edge=[float(c in (g[0], g[-1])) for g, c in zip(table["grid"], table["chosen"])])
 
 
 def rate_summary(edges: pd.DataFrame, label=cell_label) -> str:
@@ -277,25 +280,42 @@ def rate_summary(edges: pd.DataFrame, label=cell_label) -> str:
     return "; ".join(f"{label(key)} {lr:g}" for key, lr in edges["chosen"].items())
 
 
-LATE, SETTLED = 0.75, 0.10  # the budget's last quarter; at most this share of convergence epochs in it
+SHARE = stats.Unit(0.02, scale=100, digits=0, suffix="%", bounds=(0.0, 1.0))  # of runs or epochs, measured once
 
 
-def settled_checks(conv: pd.DataFrame, layers: pd.DataFrame) -> list[Claim]:
-    """Per measure with a convergence epoch: the share of (run, layer)
-    epochs in the last quarter of the budget, per cell. A measure whose
-    epochs crowd the budget's end reads the budget, not the layers."""
+def once(values: pd.Series, label=cell_label) -> dict[str, stats.Interval]:
+    """A design check's cells: one number per cell, measured once."""
+    return {label(key): stats.Interval(v, v, v, 1) for key, v in values.items()}
+
+
+def tuned_check(frame: pd.DataFrame, cell: list[str] = CELL, label=cell_label) -> Claim:
+    """Whether each tuned rate was chosen inside its grid (Q3's too): a rate
+    on an end compares an arm at a rate that may not be its best."""
+    edges = rate_edges(frame, cell)
+    return Claim(
+        source="this study", text="Each tuned rate is inside its grid.", source_number="none",
+        statistic="per tuned cell, 1 where the rate chosen on the tuning seeds' validation accuracy is an end of "
+        f"its grid (chosen: {rate_summary(edges, label)}); measured once; claimed below 0.5.",
+        cells=once(edges["edge"], label), threshold=0.5, claimed="below", design_check=True,
+        unit=stats.Unit(0.1, digits=0, bounds=(0.0, 1.0)))
+
+
+def late_shares(conv: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """Per cell (rows) and measure with a convergence epoch (columns): the
+    share of (run, layer) convergence epochs in the last quarter of the budget."""
     budget = conv["variant"].map(layers.groupby("variant")["epoch"].max())
-    out = []
-    for measure in [m for m in MEASURES if m != "CKA gap area"]:
-        late = (conv[measure] > LATE * budget).groupby([conv[c] for c in CELL], sort=False).mean()
-        out.append(Claim(
-            source="this study", text=f"Layers settle within the budget. Measure: {measure}.", source_number="none",
-            statistic=f"the share of (run, layer) convergence epochs in the last quarter of the budget, per cell; "
-            f"measured once; claimed below {SETTLED:.0%}.",
-            cells={cell_label(key): stats.Interval(v, v, v, 1) for key, v in late.items()},
-            threshold=SETTLED, claimed="below", design_check=True,
-            unit=stats.Unit(0.02, scale=100, digits=0, suffix="%", bounds=(0.0, 1.0))))
-    return out
+    measures = [m for m in MEASURES if m != "CKA gap area"]
+    return conv[measures].gt(LATE * budget, axis=0).groupby([conv[c] for c in CELL], sort=False).mean()
+
+
+def settled_checks(late: pd.DataFrame) -> list[Claim]:
+    """Per measure with a convergence epoch, per cell: `late_shares`. A
+    measure whose epochs crowd the budget's end reads the budget, not the layers."""
+    return [Claim(source="this study", text=f"Layers settle within the budget. Measure: {measure}.",
+                  source_number="none", statistic="the share of (run, layer) convergence epochs in the last quarter "
+                  f"of the budget, per cell; measured once; claimed below {SETTLED:.0%}.", cells=once(shares),
+                  threshold=SETTLED, claimed="below", design_check=True, unit=SHARE)
+            for measure, shares in late.items()]
 
 
 def per_layer(frame: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
@@ -349,22 +369,18 @@ def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
     conv = convergence(layers)
     norm = normalized_measures(layers)
     out = []
-    for variant, optimizer, activation in [("faithful", "adam", "sigmoid"), ("stated", "adam", "relu")]:
-        label = f"{variant}-{optimizer}-{activation}"
-        pick = (weights["variant"] == variant) & (weights["optimizer"] == optimizer) & \
-               (weights["activation"] == activation) & (weights["seed"] == weights["seed"].min())
-        traj = weights.loc[pick, ["layer", "weight_index", "epoch", "value"]]
+    for key in [("faithful", "adam", "sigmoid"), ("stated", "adam", "relu")]:
+        label, words = "-".join(key), ", ".join(key)
+        pick = (weights[CELL] == list(key)).all(axis=1) & (weights["seed"] == weights["seed"].min())
         out.append(fig.Figure(f"trajectories-{label}", f"The 50 tracked weights of each layer during training, "
-                              f"one run ({variant}, {optimizer}, {activation}, first seed): the source's plot.",
-                              traj, draw_trajectories))
-        cell = norm[(norm["variant"] == variant) & (norm["optimizer"] == optimizer) & (norm["activation"] == activation)]
-        cell = cell.sort_values("layer", kind="stable")
+                              f"one run ({words}, first seed): the source's plot.",
+                              weights.loc[pick, ["layer", "weight_index", "epoch", "value"]], draw_trajectories))
+        cell = norm[(norm[CELL] == list(key)).all(axis=1)].sort_values("layer", kind="stable")
         summary = stats.summarize(cell.assign(layer="layer " + cell["layer"].astype(str)),
                                   ["measure", "layer", "epoch"], "value")
         out.append(fig.Figure(f"measures-{label}", f"The four convergence measures per layer over epochs "
-                              f"({variant}, {optimizer}, {activation}); tracked change scaled to its maximum, "
-                              "distance to final scaled to its start; mean and 95% band over seeds.",
-                              summary, draw_measures))
+                              f"({words}); tracked change scaled to its maximum, distance to final scaled to its "
+                              "start; mean and 95% band over seeds.", summary, draw_measures))
     long = conv.melt(id_vars=[*CELL, "seed", "layer"], var_name="measure", value_name="epoch")
     long = long.sort_values("layer", kind="stable")
     long["cell"] = long[CELL].agg(" / ".join, axis=1)
@@ -382,9 +398,9 @@ def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
                           "seeds; the claims' verdicts per measure are in the table above.", summary, draw_summary))
     out.append(fig.Figure("spec-curve", "The specification curve: each claim's verdict (a row) as stated, with "
                           "its threshold moved either way by its tolerance, and under each analysis choice the "
-                          "source never fixed (the share of the budget read, each measure's threshold); blank where "
-                          "a claim has no such choice.", specification_frame(claims),
-                          fig.verdict_grid))
+                          "source never fixed (the share of the budget read, each measure's threshold, every cell "
+                          "instead of the settled ones); blank where a claim has no such choice.",
+                          specification_frame(claims), fig.verdict_grid))
     return out
 
 

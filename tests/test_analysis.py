@@ -56,7 +56,8 @@ def test_settled_check_is_the_share_of_convergence_epochs_in_the_budgets_last_qu
     cell's two (run, layer) epochs is, so the layers did not settle."""
     layers = pd.concat([layer_rows(0, [8.0, 1.0, 0.5, 0.5], [5.0, 3.0, 2.0, 0.0], [0.5, 0.8, 0.95, 1.0]),
                         layer_rows(1, [0.5, 0.5, 1.0, 8.0], [5.0, 0.5, 0.2, 0.0], [0.95, 0.99, 1.0, 1.0])])
-    checks = layer_convergence.settled_checks(layer_convergence.convergence(layers), layers)
+    conv = layer_convergence.convergence(layers)
+    checks = layer_convergence.settled_checks(layer_convergence.late_shares(conv, layers))
     shares = {c.text.split("Measure: ")[1]: c.cells["stated / sgd / relu"].mean for c in checks}
     # epochs: tracked [2, 4], relative [2, 4], distance [4, 2], CKA [3, 1]
     assert shares == {"tracked weights (source).": 0.5, "relative change.": 0.5, "distance to final.": 0.5,
@@ -86,8 +87,13 @@ def test_q2_cells_read_the_evaluation_seeds_only():
     """Flipping the tuning seeds' layer order changes no claim's cells."""
     calm, wild = (layer_convergence.claims(q2_results(flipped)) for flipped in (False, True))
     assert [c.result.cells for c in calm] == [c.result.cells for c in wild]
-    first = next(c for c in calm if c.text.startswith("Later layers") and "tracked" in c.text)
-    assert [cell.interval.n for cell in first.result.cells] == [2]  # one rho per evaluation seed
+    assert [c.alternatives for c in calm] == [c.alternatives for c in wild]
+    def every_cell(claims):  # the cells, unsettled ones too (the synthetic runs never settle)
+        return [{k: rho.tolist() for k, rho in c.choices.get(layer_convergence.EVERY_CELL, {}).items()}
+                for c in claims]
+
+    assert every_cell(calm) == every_cell(wild) and all(every_cell(calm)[:6])  # 5 measures, bottom-up
+    assert [len(rho) for rho in every_cell(calm)[0].values()] == [2]  # one rho per evaluation seed
     tuned = calm[-1]
     assert tuned.cells == {"stated / sgd / relu": stats.Interval(1.0, 1.0, 1.0, 1)}  # 1 is the grid's end
 
