@@ -1,21 +1,18 @@
 """Q2. Do different layers converge at different speeds? (S-questions)
 
-Two variants, in `results/layer_convergence.parquet` (per epoch),
-`-layers.parquet` (per weight matrix and epoch) and `-weights.parquet` (50
-sampled weights per matrix):
+Two variants, in `results/layer_convergence.parquet` (per epoch), `-layers`
+(per weight matrix and epoch) and `-weights` (50 sampled weights per matrix):
 
 - `faithful`: the original code's setup: hidden (50, 50, 50), sigmoid, MSE on
   one-hot outputs, Adam 0.003, biases drawn like the weights, its random-
   covariance data; 3000 steps (four times the source's 750) recorded every 2
-  steps (an "epoch" here is 2 minibatches of 64), the 50 weights are the last
-  entries of each matrix and the source's measure is the L2 norm of their
-  change.
+  (an "epoch" here), the 50 weights the last entries of each matrix, the
+  source's measure the L2 norm of their change.
 - `stated`: the text's task with softmax cross-entropy, hidden (50, 50, 50),
-  ReLU, tanh and sigmoid, Adam and SGD, each rate tuned per activation on the
-  tuning seeds' validation accuracy (the optimizer is a factor only where
-  both rates are tuned), 400 epochs (four times the source's 100, which are
-  the analysis's "budget 25%"), 50 randomly sampled weights per matrix and the
-  mean absolute change of them.
+  ReLU, tanh and sigmoid, Adam and SGD each at its rate tuned per activation
+  (the optimizer is a factor only where both are), 400 epochs (four times
+  the source's 100, the analysis's "budget 25%"), 50 randomly sampled
+  weights per matrix and the mean absolute change of them.
 
 Layer 0 is the input layer's matrix (input -> hidden 1), layer 3 the output's.
 """
@@ -56,6 +53,7 @@ RECORD_EVERY = {"faithful": 15, "stated": 8}  # epochs between kept weight sampl
 PROBES = 50  # at most this many CKA probes per stated run, log-spaced: the convergence epochs are mostly 1 to 9
 EVAL_POINTS = 5  # at most this many large-sample scores per run, the last epoch among them
 CELL = ["variant", "optimizer", "activation"]
+OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "plain SGD"}
 MOVED, NEAR, SIMILAR = 0.9, 0.1, 0.9  # thresholds of the convergence epochs below
 
 
@@ -76,9 +74,8 @@ def plan(seeds: int, epochs: int | None = None, quick: bool = False) -> list[Pro
                      evals=stride(faithful_epochs, EVAL_POINTS), steps_per_epoch=STEPS_PER_RECORD,
                      tracking=Tracking(from_end=True, every=stride(faithful_epochs, RECORD_EVERY["faithful"])))
     programs = [Program("faithful", faithful, runs("faithful", "adam", ("sigmoid",), (FAITHFUL_RATE,)))]
+    tracking = Tracking(every=stride(stated_epochs, RECORD_EVERY["stated"]), probe_at=log_epochs(stated_epochs, PROBES))
     for optimizer, rates in (QUICK_RATES if quick else RATES).items():
-        tracking = Tracking(every=stride(stated_epochs, RECORD_EVERY["stated"]),
-                            probe_at=log_epochs(stated_epochs, PROBES))
         setup = Setup(hidden=HIDDEN, activations=ACTIVATIONS, optimizer=optimizer, epochs=stated_epochs,
                       evals=stride(stated_epochs, EVAL_POINTS), scored=("eval_acc", "val_acc"), tracking=tracking)
         programs.append(Program(f"stated {optimizer}", setup, runs("stated", optimizer, ACTIVATIONS, rates),
@@ -101,9 +98,8 @@ MEASURES = {  # name -> how its convergence epoch is read
     "CKA gap area": "the mean of 1 - CKA to the final output over the training time (the area between the CKA "
                     "curve and 1, over the epochs spanned; no threshold): smaller converges sooner",
 }
-# The analysis choices the source never fixed, per measure: the share of the
-# budget read (the cumulative measures only: the others are defined against
-# the final weights) and each threshold moved.
+# The analysis choices the source never fixed, per measure: the share of the budget read (the
+# cumulative measures only: the others are defined against the final weights), each threshold moved.
 BUDGETS = {"budget 25% (the source's)": dict(budget=0.25), "budget 50%": dict(budget=0.5)}
 CHOICES = {"tracked weights (source)": {**BUDGETS, "moved 80%": dict(moved=0.8)},
            "relative change": {**BUDGETS, "moved 80%": dict(moved=0.8)},
@@ -186,7 +182,7 @@ def order_statistic(conv: pd.DataFrame) -> pd.DataFrame:
     convergence epoch (negative: later layers converge first): the Pearson
     correlation of their ranks, for every run at once; 0 where the epochs
     are all equal, NaN where one is missing."""
-    long = conv.melt(id_vars=[*CELL, "seed", "layer"], var_name="measure", value_name="epoch")
+    long = conv.melt(id_vars=KEYS, var_name="measure", value_name="epoch")
     run = [long[k] for k in [*CELL, "seed", "measure"]]
     ranks = long[["layer", "epoch"]].groupby(run).rank()
     centred = ranks - ranks.groupby(run).transform("mean")
@@ -202,9 +198,6 @@ def cell_label(key) -> str:
     return " / ".join(key)
 
 
-OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "plain SGD"}
-
-
 def rho_cells(conv: pd.DataFrame, measure: str, optimizer: str, name_first: bool = True,
               keep: pd.Index | None = None) -> dict[str, pd.Series]:
     """Per cell of `optimizer` (of those in `keep`, if given): each run's rho
@@ -212,7 +205,7 @@ def rho_cells(conv: pd.DataFrame, measure: str, optimizer: str, name_first: bool
     conv = conv[conv["optimizer"] == optimizer]
     if keep is not None:
         conv = conv[pd.MultiIndex.from_frame(conv[CELL]).isin(keep)]
-    order = order_statistic(conv[[*CELL, "seed", "layer", measure]])
+    order = order_statistic(conv[[*KEYS, measure]])
     first = conv.groupby([*CELL, "layer"])[measure].mean().groupby(CELL).idxmin()  # (*cell, layer)
     return {cell_label(key) + (f" (first: layer {first[key][-1]})" if name_first else ""): g["rho"]
             for key, g in order.groupby(CELL, sort=False)}
@@ -224,23 +217,20 @@ EVERY_CELL = "every cell, settled or not"
 
 
 def claims(results: Results) -> list[Claim]:
-    """Per measure and per optimizer (it sets the order), read only in the
-    cells where that measure's layers settled within the budget (a cell
-    whose convergence epochs crowd the budget's end reads the budget, not
-    the layers; every cell is another choice), with the verdict under the
-    analysis choices of `CHOICES`; then the design checks that each measure
-    settled and each rate was tuned. Every interval reads the evaluation
-    seeds only."""
+    """Per measure and optimizer (it sets the order), read only in the cells
+    where that measure's layers settled (epochs crowding the budget's end
+    read the budget, not the layers; every cell is another choice), also
+    under `CHOICES`; then the design checks that each measure settled and
+    each rate was tuned. Every interval reads the evaluation seeds only."""
     layers = stats.evaluation(results.tables["layers"])
     conv = convergence(layers)
     late = late_shares(conv, layers)
-    choices = {label: choice for options in CHOICES.values() for label, choice in options.items()}
-    alternatives = {label: convergence(layers, **choice) for label, choice in choices.items()}  # each once
+    alternatives = {label: convergence(layers, **choice) for options in CHOICES.values()
+                    for label, choice in options.items()}  # each once
     unit = stats.Unit(0.2, digits=2, bounds=(-1.0, 1.0))  # Spearman's rho
     where = f"read in the cells where fewer than {SETTLED:.0%} of the (run, layer) convergence epochs of " \
             "{} fall in the budget's last quarter (the design checks below; every cell as another choice)"
-    optimizers = conv["optimizer"].unique()
-    out = []
+    optimizers, out = conv["optimizer"].unique(), []
     for (measure, how), optimizer in itertools.product(MEASURES.items(), optimizers):
         keep = late.index[late[SETTLED_BY[measure]] < SETTLED]
         cells = functools.partial(rho_cells, measure=measure, optimizer=optimizer, keep=keep)
@@ -249,18 +239,18 @@ def claims(results: Results) -> list[Claim]:
             f"{OPTIMIZER_NAMES[optimizer]}.", source_number="none given (a plot)",
             statistic=f"Spearman's rho between layer index (0 = input layer) and its convergence epoch, {how}; "
             f"per run, then the mean over seeds, {where.format(SETTLED_BY[measure])}; the source claims below 0. "
-            "The layer with the "
-            "earliest mean convergence is named in each cell.", cells=cells(conv), threshold=0.0,
+            "The layer with the earliest mean convergence is named in each cell.", cells=cells(conv), threshold=0.0,
             claimed="below", unit=unit, choices={label: cells(alternatives[label]) for label in CHOICES[measure]}
             | {EVERY_CELL: cells(conv, keep=None)}))
     for optimizer in optimizers:
         cells = functools.partial(rho_cells, conv, "CKA gap area", optimizer, name_first=False)
+        keep = late.index[late[SETTLED_BY["CKA gap area"]] < SETTLED]
         out.append(Claim(
             source="Raghu et al. 2017 (SVCCA); Chen et al. 2023", text="Representations converge bottom-up: "
             f"earlier layers first. {OPTIMIZER_NAMES[optimizer]}.", source_number="none comparable",
             statistic=f"Spearman's rho of the CKA gap area against layer index, {where.format('CKA to final')}; "
-            "claimed above 0.", cells=cells(keep=late.index[late[SETTLED_BY["CKA gap area"]] < SETTLED]), threshold=0.0,
-            claimed="above", unit=unit, choices={EVERY_CELL: cells()}))
+            "claimed above 0.", cells=cells(keep=keep), threshold=0.0, claimed="above", unit=unit,
+            choices={EVERY_CELL: cells()}))
     return out + settled_checks(late) + [tuned_check(results.frame)]
 
 
@@ -270,14 +260,8 @@ def rate_edges(frame: pd.DataFrame, cell: list[str] = CELL) -> pd.DataFrame:
     a wider grid might have chosen otherwise."""
     grid = stats.tuning(frame).groupby(cell, sort=False)["lr"].agg(lambda lr: tuple(sorted(set(lr))))
     chosen = stats.evaluation(frame).groupby(cell, sort=False)["lr"].first()
-    table = pd.DataFrame({"grid": grid, "chosen": chosen}).dropna()
-    table = table[table["grid"].map(len) > 1]
+    table = pd.DataFrame({"grid": grid, "chosen": chosen}).dropna().loc[lambda t: t["grid"].map(len) > 1]
     return table.assign(edge=[float(c in (g[0], g[-1])) for g, c in zip(table["grid"], table["chosen"])])
-
-
-def rate_summary(edges: pd.DataFrame, label=cell_label) -> str:
-    """The chosen rate of each tuned cell, in words."""
-    return "; ".join(f"{label(key)} {lr:g}" for key, lr in edges["chosen"].items())
 
 
 SHARE = stats.Unit(0.02, scale=100, digits=0, suffix="%", bounds=(0.0, 1.0))  # of runs or epochs, measured once
@@ -292,10 +276,10 @@ def tuned_check(frame: pd.DataFrame, cell: list[str] = CELL, label=cell_label) -
     """Whether each tuned rate was chosen inside its grid (Q3's too): a rate
     on an end compares an arm at a rate that may not be its best."""
     edges = rate_edges(frame, cell)
-    return Claim(
-        source="this study", text="Each tuned rate is inside its grid.", source_number="none",
+    chosen = "; ".join(f"{label(key)} {lr:g}" for key, lr in edges["chosen"].items())
+    return Claim(source="this study", text="Each tuned rate is inside its grid.", source_number="none",
         statistic="per tuned cell, 1 where the rate chosen on the tuning seeds' validation accuracy is an end of "
-        f"its grid (chosen: {rate_summary(edges, label)}); measured once; claimed below 0.5.",
+        f"its grid (chosen: {chosen}); measured once; claimed below 0.5.",
         cells=once(edges["edge"], label), threshold=0.5, claimed="below", design_check=True,
         unit=stats.Unit(0.1, digits=0, bounds=(0.0, 1.0)))
 
@@ -304,8 +288,8 @@ def late_shares(conv: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
     """Per cell (rows) and measure with a convergence epoch (columns): the
     share of (run, layer) convergence epochs in the last quarter of the budget."""
     budget = conv["variant"].map(layers.groupby("variant")["epoch"].max())
-    measures = [m for m in MEASURES if m != "CKA gap area"]
-    return conv[measures].gt(LATE * budget, axis=0).groupby([conv[c] for c in CELL], sort=False).mean()
+    late = conv[[m for m in MEASURES if m != "CKA gap area"]].gt(LATE * budget, axis=0)
+    return late.groupby([conv[c] for c in CELL], sort=False).mean()
 
 
 def settled_checks(late: pd.DataFrame) -> list[Claim]:
@@ -321,8 +305,7 @@ def settled_checks(late: pd.DataFrame) -> list[Claim]:
 def per_layer(frame: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, layer) at the end: accuracy drop when the layer is reset to its initial weights."""
     final = stats.at_last_epoch(frame, [*CELL, "seed"])[[*CELL, "seed", "eval_acc"]]
-    last = stats.at_last_epoch(layers, [*CELL, "seed", "layer"])[[*CELL, "seed", "layer", "reset_acc"]]
-    last = last.merge(final, on=[*CELL, "seed"])
+    last = stats.at_last_epoch(layers, KEYS)[[*KEYS, "reset_acc"]].merge(final, on=[*CELL, "seed"])
     return last.assign(reset_drop=last["eval_acc"] - last["reset_acc"])
 
 
@@ -358,9 +341,16 @@ def draw_trajectories(data: pd.DataFrame):
 
 def draw_measures(data: pd.DataFrame):
     f = fig.facets(data, "measure", fig.bands, x="epoch", hue="layer", ylabel="value", sharey=False)
+    for ax in [ax for ax in f.axes if ax.get_title().endswith("change")]:
+        ax.set_yscale("log")
+    return f
+
+
+def draw_summary(data: pd.DataFrame):
+    f = fig.facets(data, "measure", fig.intervals, y="cell", hue="layer", ylabel="cell", width=4.5, height=4.5)
     for ax in f.axes:
-        if ax.get_title().endswith("change"):
-            ax.set_yscale("log")
+        ax.set_title(ax.get_title().removeprefix("measure = "), fontsize=9)
+        ax.set_xlabel("convergence epoch")
     return f
 
 
@@ -381,18 +371,10 @@ def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
         out.append(fig.Figure(f"measures-{label}", f"The four convergence measures per layer over epochs "
                               f"({words}); tracked change scaled to its maximum, distance to final scaled to its "
                               "start; mean and 95% band over seeds.", summary, draw_measures))
-    long = conv.melt(id_vars=[*CELL, "seed", "layer"], var_name="measure", value_name="epoch")
-    long = long.sort_values("layer", kind="stable")
+    long = conv.melt(id_vars=KEYS, var_name="measure", value_name="epoch").sort_values("layer", kind="stable")
     long["cell"] = long[CELL].agg(" / ".join, axis=1)
     summary = stats.summarize(long.assign(layer="layer " + long["layer"].astype(str)),
                               ["measure", "cell", "layer"], "epoch")
-
-    def draw_summary(data):
-        f = fig.facets(data, "measure", fig.intervals, y="cell", hue="layer", ylabel="cell", width=4.5, height=4.5)
-        for ax in f.axes:
-            ax.set_title(ax.get_title().removeprefix("measure = "), fontsize=9)
-            ax.set_xlabel("convergence epoch")
-        return f
 
     out.append(fig.Figure("summary", "Convergence epoch per layer under each measure, mean and 95% interval over "
                           "seeds; the claims' verdicts per measure are in the table above.", summary, draw_summary))
@@ -410,9 +392,8 @@ def section(results: Results, claims: list[Claim]) -> Section:
     means = order.groupby(["measure", "optimizer"], sort=False)["rho"].mean().unstack()
     optimizer_order = "; ".join(f"{measure}: " + ", ".join(f"{OPTIMIZER_NAMES[o]} {rho:+.2f}" for o, rho in row.items())
                                 for measure, row in means.iterrows())
-    fields = dict(seeds=frame["seed"].nunique(), wall_s=results.metadata["wall_time_s"],
-                  optimizer_order=optimizer_order, rates=rate_summary(rate_edges(results.frame)),
-                  runs=frame[["variant", "optimizer", "activation", "seed"]].drop_duplicates().shape[0])
+    fields = dict(seeds=frame["seed"].nunique(), wall_s=results.metadata["wall_time_s"], optimizer_order=optimizer_order,
+                  runs=results.frame.groupby([*CELL, "lr", "seed"]).ngroups)  # the tuning runs too
     return Section(fields, [
         ("Accuracy drop on the large sample (points, mean and 95% CI over seeds) when one layer is "
          "reset to its initial weights after training; layer 0 is the input layer.", reset_table(frame, layers))])
