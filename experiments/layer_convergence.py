@@ -200,11 +200,12 @@ def cell_label(key) -> str:
 
 def rho_cells(conv: pd.DataFrame, measure: str, optimizer: str, name_first: bool = True,
               keep: pd.Index | None = None) -> dict[str, pd.Series]:
-    """Per cell of `optimizer` (of those in `keep`, if given): each run's rho
-    of `measure` (labelled with the layer of earliest mean convergence)."""
+    """Per cell of `optimizer` (of those in `keep`, if given and any is): each
+    run's rho of `measure` (labelled with the layer of earliest mean
+    convergence). Every cell where none is kept: a claim keeps its cells."""
     conv = conv[conv["optimizer"] == optimizer]
-    if keep is not None:
-        conv = conv[pd.MultiIndex.from_frame(conv[CELL]).isin(keep)]
+    kept = pd.MultiIndex.from_frame(conv[CELL]).isin(keep) if keep is not None else np.ones(len(conv), bool)
+    conv = conv[kept] if kept.any() else conv
     order = order_statistic(conv[[*KEYS, measure]])
     first = conv.groupby([*CELL, "layer"])[measure].mean().groupby(CELL).idxmin()  # (*cell, layer)
     return {cell_label(key) + (f" (first: layer {first[key][-1]})" if name_first else ""): g["rho"]
@@ -228,8 +229,8 @@ def claims(results: Results) -> list[Claim]:
     alternatives = {label: convergence(layers, **choice) for options in CHOICES.values()
                     for label, choice in options.items()}  # each once
     unit = stats.Unit(0.2, digits=2, bounds=(-1.0, 1.0))  # Spearman's rho
-    where = f"read in the cells where fewer than {SETTLED:.0%} of the (run, layer) convergence epochs of " \
-            "{} fall in the budget's last quarter (the design checks below; every cell as another choice)"
+    where = f"read in the cells where under {SETTLED:.0%} of the (run, layer) convergence epochs of {{}} fall in " \
+            "the budget's last quarter (every cell if none; design checks below; every cell as another choice)"
     optimizers, out = conv["optimizer"].unique(), []
     for (measure, how), optimizer in itertools.product(MEASURES.items(), optimizers):
         keep = late.index[late[SETTLED_BY[measure]] < SETTLED]
@@ -392,8 +393,8 @@ def section(results: Results, claims: list[Claim]) -> Section:
     means = order.groupby(["measure", "optimizer"], sort=False)["rho"].mean().unstack()
     optimizer_order = "; ".join(f"{measure}: " + ", ".join(f"{OPTIMIZER_NAMES[o]} {rho:+.2f}" for o, rho in row.items())
                                 for measure, row in means.iterrows())
-    fields = dict(seeds=frame["seed"].nunique(), wall_s=results.metadata["wall_time_s"], optimizer_order=optimizer_order,
-                  runs=results.frame.groupby([*CELL, "lr", "seed"]).ngroups)  # the tuning runs too
+    fields = dict(seeds=frame["seed"].nunique(), wall_s=results.metadata["wall_time_s"],
+                  optimizer_order=optimizer_order, runs=results.frame.groupby([*CELL, "lr", "seed"]).ngroups)
     return Section(fields, [
         ("Accuracy drop on the large sample (points, mean and 95% CI over seeds) when one layer is "
          "reset to its initial weights after training; layer 0 is the input layer.", reset_table(frame, layers))])
