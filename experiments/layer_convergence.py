@@ -208,7 +208,7 @@ def rho_cells(conv: pd.DataFrame, measure: str, optimizer: str, name_first: bool
     conv = conv[kept] if kept.any() else conv
     order = order_statistic(conv[[*KEYS, measure]])
     first = conv.groupby([*CELL, "layer"])[measure].mean().groupby(CELL).idxmin()  # (*cell, layer)
-    return {cell_label(key) + (f" (first: layer {first[key][-1]})" if name_first else ""): g["rho"]
+    return {cell_label(key) + (f" (first: layer {first[key][-1]})" if name_first else ""): g.set_index("seed")["rho"]
             for key, g in order.groupby(CELL, sort=False)}
 
 
@@ -356,10 +356,9 @@ def draw_summary(data: pd.DataFrame):
 
 
 def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
-    layers, weights = stats.evaluation(results.tables["layers"]), stats.evaluation(results.tables["weights"])
-    conv = convergence(layers)
-    norm = normalized_measures(layers)
-    out = []
+    chosen = results.frame.loc[results.frame["selected"], [*CELL, "lr"]].drop_duplicates()  # one run per seed
+    layers, weights = stats.evaluation(results.tables["layers"]), results.tables["weights"].merge(chosen)
+    conv, norm, out = convergence(layers), normalized_measures(layers), []
     for key in [("faithful", "adam", "sigmoid"), ("stated", "adam", "relu")]:
         label, words = "-".join(key), ", ".join(key)
         pick = (weights[CELL] == list(key)).all(axis=1) & (weights["seed"] == weights["seed"].min())

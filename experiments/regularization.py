@@ -347,7 +347,7 @@ def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
     reference = stated.loc[stated["regularizer"] == "none", WEIGHT_STATS].mean().rename(READABLE)
     others = stated[stated["regularizer"].isin(["none", "dropout", *MAX_NORM])]
     others = others.assign(condition=[condition_label(r, s) for r, s in zip(others["regularizer"], others["strength"])])
-    return trajectory_figures(stats.evaluation(results.tables["weights"])) + [
+    return trajectory_figures(results.tables["weights"]) + [  # of untuned conditions: one run per seed
         fig.Figure("magnitude", "Mean |w| over all weight matrices, the fraction of weights under 1e-3, under 5% "
                    "of their matrix's mean |w| and exactly 0, against the strength (stated variant); dashed: "
                    "unregularized; mean and 95% band over seeds.",
