@@ -63,6 +63,12 @@ def test_settled_check_is_the_share_of_convergence_epochs_in_the_budgets_last_qu
     assert shares == {"tracked weights (source).": 0.5, "relative change.": 0.5, "distance to final.": 0.5,
                       "CKA to final.": 0.0}
     assert [c.result.verdict for c in checks] == ["contradicted"] * 3 + ["reproduced"]
+    # a claim reads the settled cells; where none settled, every cell (and says so), so it keeps cells
+    settled = layer_convergence.late_shares(conv, layers)["CKA to final"].loc[lambda late: late < 0.1].index
+    unsettled = settled[:0]
+    for keep in (settled, unsettled):
+        assert list(layer_convergence.rho_cells(conv, "CKA to final", "sgd", keep=keep)) == \
+            ["stated / sgd / relu (first: layer 1)"]
 
 
 def q2_results(flipped: bool) -> Results:
