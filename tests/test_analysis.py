@@ -183,3 +183,16 @@ def test_q3_design_checks_by_hand():
                                                           "stated / dropout_maxnorm 2": 1.0}
     assert late.cells["stated / maxnorm 5"].mean == 0.5 and late.cells["stated / maxnorm 1"].mean == 0.0
     assert tuned.cells == {"stated / dropout_maxnorm 2": stats.Interval(0.0, 0.0, 0.0, 1)}
+
+
+def test_collapse_is_decided_on_the_tuning_seeds_and_drops_l1_and_l2_alike():
+    """L1 1 and L2 1 sit at chance on the tuning seeds (not on the evaluation
+    seeds): both are dropped from every claim, L1's strongest and L2's list alike."""
+    acc = {("none", 0.0): 0.9, ("l1", 0.1): 0.9, ("l1", 1.0): 0.5, ("l2", 0.1): 0.9, ("l2", 1.0): 0.5}
+    runs = pd.DataFrame([{"variant": "stated", "regularizer": r, "strength": s, "seed": seed,
+                          "role": "tune" if seed < 2 else "evaluate", "eval_acc": a if seed < 2 else 0.9}
+                         for (r, s), a in acc.items() for seed in range(4)])
+    tune = stats.tuning(runs)
+    assert regularization.strongest(tune, ["l1"]) == [("stated", "l1", 0.1)]
+    assert regularization.alive(tune, ["l1", "l2"]) == [("stated", "l1", 0.1), ("stated", "l2", 0.1)]
+    assert regularization.alive(stats.evaluation(runs), ["l2"]) == [("stated", "l2", 0.1), ("stated", "l2", 1.0)]
