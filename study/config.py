@@ -31,8 +31,10 @@ OPTIONAL = ("head_lr", "strength", "similarity", "n_target")
 # The regularizer is static (one program per kind); its strength is the
 # traced `strength`: the penalty's weight (l1, l2), the proximal L1 weight
 # (l1_prox), the hidden dropout rate (dropout) or the bound on each unit's
-# incoming-weight norm (maxnorm).
-REGULARIZERS = ("none", "l1", "l1_prox", "l2", "dropout", "maxnorm")
+# incoming-weight norm (maxnorm, and dropout_maxnorm: the dropout paper's
+# use of max-norm, with dropout at the setup's fixed rates).
+REGULARIZERS = ("none", "l1", "l1_prox", "l2", "dropout", "maxnorm", "dropout_maxnorm")
+DROPOUT, MAX_NORM = ("dropout", "dropout_maxnorm"), ("maxnorm", "dropout_maxnorm")  # the kinds that do each
 # What a setup may ask to score beyond the per-epoch loss and test split:
 # every `eval_every` epochs the accuracy on the large sample, on the
 # validation sample and on the training set (not for a `Mixture`, which
@@ -114,7 +116,8 @@ class Setup:
     scored: tuple[str, ...] = ("eval_acc",)  # of SCORES
     regularizer: str = "none"  # one of REGULARIZERS
     penalty_mean: bool = False  # l1/l2 on each matrix's mean (the original code), not the sum over weights
-    input_dropout: float = 0.2  # input rate when the regularizer is dropout
+    input_dropout: float = 0.2  # input rate when the regularizer drops out (DROPOUT)
+    hidden_dropout: float = 0.5  # hidden rate of dropout_maxnorm, whose strength is the bound
     tracking: Tracking | None = None
     # Transfer: the hidden layers start from weights pretrained by an earlier
     # program (a new head on top); only the top `trainable` layers train
@@ -153,7 +156,7 @@ class Setup:
                              f"below the epochs ({self.epochs})")
         for name, wanted in [("probe_acc", "probe_acc" in self.scored), ("standardize_features",
                                                                          self.standardize_features)]:
-            if wanted and (self.trainable != 1 or self.regularizer == "dropout" or self.head_first):
+            if wanted and (self.trainable != 1 or self.regularizer in DROPOUT or self.head_first):
                 raise ValueError(f"{name} is for a head alone on frozen features: set trainable=1, "
                                  "without dropout or head_first")
         if self.decay and self.regularizer == "l1_prox":

@@ -19,7 +19,7 @@ from flax import nnx
 
 from study import data as data_lib
 from study import measures
-from study.config import DATA_STREAM, DROPOUT_STREAM, INIT_STREAM, SHUFFLE_STREAM, Setup
+from study.config import DATA_STREAM, DROPOUT, DROPOUT_STREAM, INIT_STREAM, SHUFFLE_STREAM, Setup
 from study.network import build_model, dropout, flat_params, frozen_step, kernels, load_body, loss_fn, penalty
 
 
@@ -276,8 +276,9 @@ def objective(setup: Setup, run: Run, start: int):
 
     def loss(params, x, y, key):
         drop = None
-        if setup.regularizer == "dropout":
-            drop = dropout(key, setup.input_dropout, run.values["strength"])
+        if setup.regularizer in DROPOUT:
+            hidden = run.values["strength"] if setup.regularizer == "dropout" else setup.hidden_dropout
+            drop = dropout(key, setup.input_dropout, hidden)
         value = loss_fn(setup, outputs(setup, run, params, x, start, drop)[-1], y)
         return value + penalty(setup, params, run.values["strength"]), value
 
@@ -294,7 +295,7 @@ def frozen_view(setup: Setup, run: Run, params, trainable: int | None) -> View:
     Adam's minibatch steps reach a converged probe's accuracy, which on raw
     ReLU features of very different scales they did not in the budget."""
     start = 0 if trainable is None else len(setup.hidden) + 1 - trainable
-    if not start or setup.regularizer == "dropout":
+    if not start or setup.regularizer in DROPOUT:
         return View(run.data)
     features = {k: outputs(setup, run, params, run.data[k])[start - 1] for k in INPUTS}
     if setup.standardize_features:

@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 
 from study import inits
-from study.config import OPTIMIZERS, Setup
+from study.config import MAX_NORM, OPTIMIZERS, Setup
 from study.models import MLP, layer_table, select_activation
 
 
@@ -90,7 +90,7 @@ def optimizer(setup: Setup, lr: jax.Array, strength: jax.Array, params,
     if setup.regularizer == "l1_prox":
         threshold = lr * strength
         project = lambda w: jnp.sign(w) * jnp.maximum(jnp.abs(w) - threshold, 0.0)  # noqa: E731
-    elif setup.regularizer == "maxnorm":  # each unit's incoming weights are a column
+    elif setup.regularizer in MAX_NORM:  # each unit's incoming weights are a column
         project = lambda w: w * jnp.minimum(1.0, strength / jnp.linalg.norm(w, axis=0))  # noqa: E731
     else:
         return tx

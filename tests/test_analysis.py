@@ -1,11 +1,14 @@
 """Each question's analysis functions on small frames whose answers are known by hand."""
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from experiments import initialization, layer_convergence, regularization
 from study import stats
+from study.results import Results
 
 
 def test_convergence_epochs_by_hand():
@@ -45,6 +48,59 @@ def test_convergence_and_its_rank_correlation_by_hand():
     half = layer_convergence.convergence(layers, budget=0.5).set_index("layer")  # epochs 1-2 only
     assert half["tracked weights (source)"].tolist() == [2.0, 2.0]
     assert layer_convergence.convergence(layers, moved=0.8)["tracked weights (source)"].tolist() == [1.0, 4.0]
+
+
+def test_settled_check_is_the_share_of_convergence_epochs_in_the_budgets_last_quarter():
+    """Budget 4 epochs: an epoch above 3 is in its last quarter; one of the
+    cell's two (run, layer) epochs is, so the layers did not settle."""
+    layers = pd.concat([layer_rows(0, [8.0, 1.0, 0.5, 0.5], [5.0, 3.0, 2.0, 0.0], [0.5, 0.8, 0.95, 1.0]),
+                        layer_rows(1, [0.5, 0.5, 1.0, 8.0], [5.0, 0.5, 0.2, 0.0], [0.95, 0.99, 1.0, 1.0])])
+    conv = layer_convergence.convergence(layers)
+    checks = layer_convergence.settled_checks(layer_convergence.late_shares(conv, layers))
+    shares = {c.text.split("Measure: ")[1]: c.cells["stated / sgd / relu"].mean for c in checks}
+    # epochs: tracked [2, 4], relative [2, 4], distance [4, 2], CKA [3, 1]
+    assert shares == {"tracked weights (source).": 0.5, "relative change.": 0.5, "distance to final.": 0.5,
+                      "CKA to final.": 0.0}
+    assert [c.result.verdict for c in checks] == ["contradicted"] * 3 + ["reproduced"]
+    # a claim reads the settled cells; where none settled, every cell (and says so), so it keeps cells
+    settled = layer_convergence.late_shares(conv, layers)["CKA to final"].loc[lambda late: late < 0.1].index
+    unsettled = settled[:0]
+    for keep in (settled, unsettled):
+        assert list(layer_convergence.rho_cells(conv, "CKA to final", "sgd", keep=keep)) == \
+            ["stated / sgd / relu (first: layer 1)"]
+
+
+def q2_results(flipped: bool) -> Results:
+    """Two tuning and two evaluation seeds of one tuned SGD cell (rates 0.1
+    and 1, 1 chosen): on the evaluation seeds layer 0 moves early and settles
+    last; `flipped` swaps the layers on the tuning seeds, every measure's order
+    with them, which no cell may read."""
+    early, late = ([8.0, 1.0, 0.5, 0.5], [5.0, 3.0, 2.0, 0.0], [0.5, 0.8, 0.95, 1.0]), \
+        ([0.5, 0.5, 1.0, 8.0], [5.0, 0.5, 0.2, 0.0], [0.95, 0.99, 1.0, 1.0])
+    rows = []
+    for seed, role, rates in [(0, "tune", (0.1, 1.0)), (1, "tune", (0.1, 1.0)), (2, "evaluate", (1.0,)),
+                              (3, "evaluate", (1.0,))]:
+        order = [late, early] if flipped and role == "tune" else [early, late]
+        for lr, (layer, values) in itertools.product(rates, enumerate(order)):
+            rows.append(layer_rows(layer, *values).assign(seed=seed, role=role, lr=lr))
+    layers = pd.concat(rows, ignore_index=True)
+    frame = layers[[*layer_convergence.CELL, "seed", "role", "lr"]].drop_duplicates()
+    return Results(frame, {}, {"layers": layers})
+
+
+def test_q2_cells_read_the_evaluation_seeds_only():
+    """Flipping the tuning seeds' layer order changes no claim's cells."""
+    calm, wild = (layer_convergence.claims(q2_results(flipped)) for flipped in (False, True))
+    assert [c.result.cells for c in calm] == [c.result.cells for c in wild]
+    assert [c.alternatives for c in calm] == [c.alternatives for c in wild]
+    def every_cell(claims):  # the cells, unsettled ones too (the synthetic runs never settle)
+        return [{k: rho.tolist() for k, rho in c.choices.get(layer_convergence.EVERY_CELL, {}).items()}
+                for c in claims]
+
+    assert every_cell(calm) == every_cell(wild) and all(every_cell(calm)[:6])  # 5 measures, bottom-up
+    assert [len(rho) for rho in every_cell(calm)[0].values()] == [2]  # one rho per evaluation seed
+    tuned = calm[-1]
+    assert tuned.cells == {"stated / sgd / relu": stats.Interval(1.0, 1.0, 1.0, 1)}  # 1 is the grid's end
 
 
 def q1_frame():
@@ -101,3 +157,45 @@ def test_regularized_minus_unregularized_is_paired_by_seed():
     (label, diff), = regularization.versus_none(runs, "eval_acc", [("stated", "l2", 0.1)]).items()
     assert label == "stated / l2 0.1"
     np.testing.assert_allclose(diff.to_numpy(), [0.05, -0.1])
+
+
+def test_best_strength_is_chosen_on_the_tuning_seeds_and_measured_on_the_evaluation_seeds():
+    """L2 0.1 wins on the tuning seeds (seeds 0, 1) and loses on the evaluation
+    seeds: the cell is its evaluation-seed difference, whatever the tuning seeds say."""
+    acc = {("none", 0.0): [0.9, 0.9, 0.9, 0.9], ("l2", 0.1): [0.99, 0.99, 0.85, 0.88],
+           ("l2", 1.0): [0.6, 0.6, 0.95, 0.95]}
+    runs = pd.DataFrame([{"variant": "stated", "regularizer": r, "strength": s, "seed": seed,
+                          "role": "tune" if seed < 2 else "evaluate", "eval_acc": values[seed]}
+                         for (r, s), values in acc.items() for seed in range(4)])
+    (label, diff), = regularization.best_versus_none(stats.tuning(runs), stats.evaluation(runs), ["l2"]).items()
+    assert label == "stated / l2 0.1"
+    np.testing.assert_allclose(diff.to_numpy(), [-0.05, -0.02])
+
+
+def test_q3_design_checks_by_hand():
+    """The bound binds in all runs of max-norm 1 and half of max-norm 5; one
+    run of two peaks in the last quarter; the tuned rate 0.01 is inside its grid."""
+    test = pd.DataFrame({"variant": "stated", "regularizer": ["maxnorm"] * 4 + ["dropout_maxnorm"] * 2,
+                         "strength": [1.0, 1.0, 5.0, 5.0, 2.0, 2.0], "seed": [2, 3] * 3, "role": "evaluate",
+                         "max_unit_norm": [1.0, 0.9995, 2.0, 5.0, 2.0, 2.0], "epoch": 200,
+                         "best_epoch": [10, 10, 190, 10, 20, 20]})
+    frame = pd.concat([test.assign(lr=0.01), test[test["regularizer"] == "dropout_maxnorm"].assign(
+        role="tune", seed=[0, 1]).merge(pd.DataFrame({"lr": [0.003, 0.01, 0.03]}), how="cross")])
+    binds, late, tuned = regularization.design_checks(stats.tuning(test), test, frame)
+    assert {k: v.mean for k, v in binds.cells.items()} == {"stated / maxnorm 1": 1.0, "stated / maxnorm 5": 0.5,
+                                                          "stated / dropout_maxnorm 2": 1.0}
+    assert late.cells["stated / maxnorm 5"].mean == 0.5 and late.cells["stated / maxnorm 1"].mean == 0.0
+    assert tuned.cells == {"stated / dropout_maxnorm 2": stats.Interval(0.0, 0.0, 0.0, 1)}
+
+
+def test_collapse_is_decided_on_the_tuning_seeds_and_drops_l1_and_l2_alike():
+    """L1 1 and L2 1 sit at chance on the tuning seeds (not on the evaluation
+    seeds): both are dropped from every claim, L1's strongest and L2's list alike."""
+    acc = {("none", 0.0): 0.9, ("l1", 0.1): 0.9, ("l1", 1.0): 0.5, ("l2", 0.1): 0.9, ("l2", 1.0): 0.5}
+    runs = pd.DataFrame([{"variant": "stated", "regularizer": r, "strength": s, "seed": seed,
+                          "role": "tune" if seed < 2 else "evaluate", "eval_acc": a if seed < 2 else 0.9}
+                         for (r, s), a in acc.items() for seed in range(4)])
+    tune = stats.tuning(runs)
+    assert regularization.strongest(tune, ["l1"]) == [("stated", "l1", 0.1)]
+    assert regularization.alive(tune, ["l1", "l2"]) == [("stated", "l1", 0.1), ("stated", "l2", 0.1)]
+    assert regularization.alive(stats.evaluation(runs), ["l2"]) == [("stated", "l2", 0.1), ("stated", "l2", 1.0)]

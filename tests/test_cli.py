@@ -43,9 +43,9 @@ def test_quick_run_writes_tidy_results_with_provenance(quick):
     assert [p["label"] for p in meta["programs"]] == ["faithful", "stated adam", "stated sgd"]
 
 
-@pytest.mark.parametrize("name, conditions, layers", [
-    ("layer_convergence", ["variant", "optimizer", "activation"], 4),
-    ("regularization", ["variant", "regularizer", "strength"], 3),
+@pytest.mark.parametrize("name, conditions, layers", [  # a run: its conditions, rate and seed (rates are tuned)
+    ("layer_convergence", ["variant", "optimizer", "activation", "lr"], 4),
+    ("regularization", ["variant", "regularizer", "strength", "lr"], 3),
 ])
 def test_quick_run_writes_layer_and_weight_tables(quick, name, conditions, layers):
     res = results.read(quick / "results" / f"{name}.parquet")

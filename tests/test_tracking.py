@@ -190,3 +190,17 @@ def test_reset_accuracy_is_the_accuracy_with_that_layer_back_at_its_start():
         mixed = [np.asarray(initial[j]) if j // 2 == layer else final[j] for j in range(len(final))]
         assert out["layers"]["reset_acc"][0, layer] == pytest.approx(accuracy(mixed), abs=1 / len(y) + 1e-6)
     assert out["layers"]["reset_acc"][0, 0] < accuracy(final)  # resetting the first layer costs accuracy
+
+
+def test_dropout_with_max_norm_bounds_every_unit_and_drops_out():
+    """The dropout paper's max-norm (dropout_maxnorm): the bound holds and
+    binds while dropout is on; with both dropout rates at 0 and a bound never
+    reached it trains exactly as no regularizer, so it adds nothing else."""
+    bounded = grid(config.Setup(regularizer="dropout_maxnorm", **SHARED), [{**VALUES, "strength": 0.3}])
+    norms = bounded["layers"]["max_unit_norm"][0]  # (epochs, layers)
+    assert norms.max() <= 0.3 * (1 + 1e-6) and norms[-1].min() > 0.29
+    alone = grid(config.Setup(regularizer="maxnorm", **SHARED), [{**VALUES, "strength": 0.3}])
+    assert not np.allclose(bounded["weights"], alone["weights"])  # the same bound, with dropout
+    loose = config.Setup(regularizer="dropout_maxnorm", input_dropout=0.0, hidden_dropout=0.0, **SHARED)
+    none = grid(config.Setup(regularizer="l1", **SHARED), [VALUES])
+    np.testing.assert_array_equal(grid(loose, [{**VALUES, "strength": 1e6}])["weights"], none["weights"])
