@@ -185,11 +185,12 @@ def claim_cells(runs: pd.DataFrame) -> list[dict[str, pd.Series]]:
 def grid_edges(frame: pd.DataFrame) -> pd.DataFrame:
     """Per SGD cell and scheme: the selected rate, whether it lies on an end
     of the grid (`on_end`), and whether it beats its inner neighbour there
-    by more than `FLAT` of mean final validation accuracy over the tuning
-    seeds (`rising`: the best rate may lie beyond the grid)."""
+    by more than `FLAT` of mean validation-best accuracy over the tuning
+    seeds, the score the rate was chosen on (`rising`: the best rate may lie
+    beyond the grid)."""
     sgd = stats.tuning(frame[frame["optimizer"] == "sgd"])
     keys = [*CELL, "init"]
-    means = stats.at_last_epoch(sgd, [*keys, "lr", "seed"]).groupby([*keys, "lr"])["val_acc"].mean()
+    means = stats.per_run_score(sgd, [*keys, "lr", "seed"], at="best").groupby([*keys, "lr"])["val_acc"].mean()
     grid = sorted(sgd["lr"].unique())
     rows = []
     for key, lr in sgd[sgd["selected"]].groupby(keys)["lr"].first().items():

@@ -41,7 +41,9 @@ class Program:
     one network per seed 0, 1, ..., start this one's hidden layers; `tuned`:
     run columns (learning rates) chosen per condition on the validation
     sample, marked in the main table's boolean `selected` column (see
-    `stats.chosen_on_validation`; every row of an untuned program is selected)."""
+    `stats.chosen_on_validation`; every row of an untuned program is selected);
+    `tuned_at`: each run's validation accuracy read at its "best" scored
+    epoch (for claims read early-stopped) or its "last"."""
 
     label: str
     setup: config.Setup
@@ -49,6 +51,7 @@ class Program:
     table: str = MAIN
     start_from: str | None = None
     tuned: tuple[str, ...] = ()
+    tuned_at: str = "best"
 
 
 CODE = ("study", "experiments", "pyproject.toml")  # what a results file's git commit vouches for
@@ -133,7 +136,7 @@ def chosen(program: Program, runs: pd.DataFrame, main: pd.DataFrame) -> pd.DataF
     """Per condition of a tuned program, its tuned values with the best mean
     validation accuracy over the tuning seeds (`stats.chosen_on_validation`)."""
     keys = [*cell_columns(program), *program.tuned]
-    picked = main[stats.chosen_on_validation(main, cell_columns(program), list(program.tuned))]
+    picked = main[stats.chosen_on_validation(main, cell_columns(program), list(program.tuned), at=program.tuned_at)]
     return picked[keys].drop_duplicates().astype(runs[keys].dtypes.to_dict())
 
 

@@ -189,12 +189,25 @@ def at_last_epoch(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return frame.loc[frame.groupby(keys)["epoch"].idxmax()]
 
 
-def chosen_on_validation(frame: pd.DataFrame, cell: list[str], tuned: list[str], by: str = "val_acc") -> np.ndarray:
+def per_run_score(frame: pd.DataFrame, keys: list[str], by: str = "val_acc", at: str = "last") -> pd.DataFrame:
+    """One row per run (`keys`): its `by` at its last epoch, or with
+    `at="best"` its best over the scored epochs (stopped early)."""
+    if at not in ("last", "best"):
+        raise ValueError(f"at must be 'last' or 'best', got {at!r}")
+    if at == "last":
+        return at_last_epoch(frame, keys)
+    return frame.groupby(keys, dropna=False, observed=True)[by].max().reset_index()
+
+
+def chosen_on_validation(frame: pd.DataFrame, cell: list[str], tuned: list[str], by: str = "val_acc",
+                         at: str = "last") -> np.ndarray:
     """Per `cell`, True on the rows of the `tuned` values (a learning rate,
-    say) whose runs have the best mean final `by` over seeds: hyperparameters
-    chosen on the validation sample, never on the one verdicts read (ties
-    go to the first values in sorted order; a diverged setting, NaN, never wins)."""
-    final = at_last_epoch(frame, [*cell, *tuned, "seed"])
+    say) whose runs have the best mean `by` over seeds, each run's at its
+    last epoch or, with `at="best"`, its best scored epoch (the rate that
+    does best when stopped early): hyperparameters chosen on the validation
+    sample, never on the one verdicts read (ties go to the first values in
+    sorted order; a diverged setting, NaN, never wins)."""
+    final = per_run_score(frame, [*cell, *tuned, "seed"], by, at)
     means = final.groupby([*cell, *tuned], dropna=False)[by].mean().dropna().reset_index()
     best = means.sort_values(by, ascending=False, kind="stable").drop_duplicates(cell)[[*cell, *tuned]]
     marked = frame[[*cell, *tuned]].merge(best.assign(selected=True), how="left", on=[*cell, *tuned])

@@ -250,6 +250,18 @@ def test_rates_are_chosen_on_validation_never_on_the_eval_sample():
     assert len(chosen) == 8  # every epoch of every seed of the chosen rates
 
 
+def test_rates_tuned_for_early_stopping_are_chosen_on_each_runs_best_epoch():
+    """Rate 1.0 peaks at epoch 1 and overfits; 0.1 ends higher: the final
+    reading picks 0.1, the early-stopped one 1.0."""
+    val = {0.1: (0.80, 0.85), 1.0: (0.95, 0.70)}
+    frame = pd.DataFrame([{"cell": "a", "lr": lr, "seed": seed, "epoch": epoch, "val_acc": v[epoch - 1]}
+                          for lr, v in val.items() for seed in (0, 1) for epoch in (1, 2)])
+    for at, rate in [("last", 0.1), ("best", 1.0)]:
+        assert set(frame[stats.chosen_on_validation(frame, ["cell"], ["lr"], at=at)]["lr"]) == {rate}
+    with pytest.raises(ValueError, match="at must be"):
+        stats.per_run_score(frame, ["cell", "lr", "seed"], at="first")
+
+
 def test_a_verdict_that_another_analysis_choice_flips_is_labelled_by_that_choice():
     """A claim's verdict is recomputed under each other choice (its
     specification curve); the label names the choices that change it and

@@ -237,6 +237,6 @@ def arm_program(arm: dict, sizes, similarities, seeds: int, table: str = MAIN) -
                          for n, s, (lr, head_lr), seed in itertools.product(sizes, similarities, rates, range(seeds))])
     label = ("first epoch " if table == FIRST_EPOCH else "") + arm_label(strategy, k)
     return Program(label, setup, runs, table=table, start_from="source mlp" if setup.pretrained else None,
-                   tuned=("lr", "head_lr"))
+                   tuned=("lr", "head_lr"), tuned_at="last")
 
 
