@@ -62,7 +62,8 @@ def plans(args) -> list[tuple]:
         try:
             # At most: every seed trains the whole grid (evaluation seeds train only its choices).
             tuning, seeds = question.tuning_for(args.quick), question.seeds_for(args.seeds, args.quick)
-            per_seed = sum(len(p.runs) * p.setup.epochs for p in question.plan(1, args.epochs, args.quick)) // (tuning + 1)
+            one = question.plan(1, args.epochs, args.quick)
+            per_seed = sum(len(p.runs) * p.setup.epochs for p in one) // (tuning + 1)
             if per_seed * (tuning + seeds) > MAX_RUN_EPOCHS:
                 raise ValueError(f"{question.name} with {seeds} evaluation seeds would train up to "
                                  f"{per_seed * (tuning + seeds):,} run-epochs; "
@@ -265,7 +266,8 @@ def build_parser() -> Parser:
             p.add_argument("name", nargs="?" if name == "figures" else None, default="all",
                            help=f"one of: {', '.join(registry.experiments())}, all")
         if training:
-            p.add_argument("--seeds", type=positive, help=f"seeds per condition (default: {default_sizes('seeds')})")
+            p.add_argument("--seeds", type=positive, help="evaluation seeds per condition, beside the tuning "
+                           f"seeds (default: {default_sizes('seeds')})")
             p.add_argument("--epochs", type=positive, help=f"epochs per run (default: {default_sizes('epochs')})")
             p.add_argument("--quick", action="store_true", help="few seeds and epochs, every condition")
             p.add_argument("--batch-runs", type=positive,

@@ -187,7 +187,8 @@ def write(path: Path, results: Results) -> None:
 
 NUMBER = (int, float)
 METADATA = {  # what the analyses and the report read from a results file's metadata, by key: type or keys
-    "experiment": str, "config": {"seeds": int, "tuning_seeds": int, "quick": bool, "epochs": (int, type(None))}, "programs": list,
+    "experiment": str, "config": {"seeds": int, "tuning_seeds": int, "quick": bool, "epochs": (int, type(None))},
+    "programs": list,
     "versions": dict, "git_commit": str, "wall_time_s": NUMBER, "write_id": str, "tables": list, "params": list,
     "devices": {"platform": str, "kind": str, "count": int, "xla_flags": str},
 }

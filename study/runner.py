@@ -165,7 +165,8 @@ def run(name: str, programs: list[Program], config: dict, progress: Callable[[st
             best = chosen(program, runs, tidy(runs, {"epoch": np.arange(1, epochs + 1)}, out["epochs"]))
             more = evaluation_runs(program, tuning, best)
             extra, more_timing = train(run_values(setup, more))
-            runs, out = pd.concat([runs, more], ignore_index=True), jax.tree.map(lambda *a: np.concatenate(a), out, extra)
+            runs = pd.concat([runs, more], ignore_index=True)
+            out = jax.tree.map(lambda *a: np.concatenate(a), out, extra)
             timing = dataclasses.replace(timing, train_s=timing.train_s + more_timing.train_s)
         cached = " (from the compilation cache)" if timing.cache_hits else ""
         progress(f"{label}: compiled in {timing.compile_s:.1f} s{cached}, trained in {timing.train_s:.1f} s "

@@ -138,16 +138,18 @@ def test_verify_reruns_the_committed_config_and_finds_the_same_verdicts(quick, c
     gaps = [line for line in out.splitlines() if "largest absolute difference" in line]
     assert len(gaps) > 10 and all(line.endswith("difference 0") for line in gaps)
     assert "initialization.eval_acc: largest absolute difference 0" in out
-    assert "no cell verdict changed" in out and out.rstrip().endswith("6 of 6 verdicts unchanged")
+    assert "no cell verdict changed" in out and out.rstrip().endswith("8 of 8 verdicts unchanged")
 
 
 @pytest.mark.parametrize("argv, message", [
     (["run", "nope"], "unknown experiment 'nope'; choose from initialization, layer_convergence, regularization, transfer or all"),
     (["run", "all", "--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
-    (["run", "transfer", "--epochs", "1000000000"], "transfer with 16 seeds would train"),
+    (["run", "transfer", "--epochs", "1000000000"], "transfer with 32 evaluation seeds would train up to"),
     (["run", "all", "--epochs", "-3"], "argument --epochs: must be at least 1, got -3"),
     (["run", "all", "--epochs", "x"], "argument --epochs: expected a whole number >= 1, got 'x'"),
-    (["run", "all", "--seeds", "1000000000"], "initialization with 1000000000 seeds would train 31,020,000,000,000 run-epochs; the limit is 50,000,000"),
+    (["run", "all", "--seeds", "1000000000"],
+     "initialization with 1000000000 evaluation seeds would train up to 72,420,000,579,360 run-epochs; "
+     "the limit is 50,000,000"),
     (["figures", "initialization"], "no results file"),
     (["report"], "no results file"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
