@@ -38,9 +38,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.transfer.claims import measured
+from study import checks, inits, stats
 from study import figures as fig
-from study import inits, stats
 from study.data import Mixture, TwoGaussians
 from study.claims import Claim, specification_frame
 from study.question import Section
@@ -70,7 +69,6 @@ QUICK_EPOCHS = 6
 EVAL_POINTS = 100  # at most this many validation scorings per run (Adam: every epoch; SGD: every 2 steps)
 TRAINED = 0.9  # "trains": 90% of the way from chance (0.5) to the Bayes limit
 REACHED = 0.9  # accuracy for "epochs to reach"
-FLAT = 0.005  # a grid end "rises" when it beats its inner neighbour by more (mean validation accuracy)
 RESOLVED = 0.10  # stopping is resolved when fewer trained runs peak at their first scored epoch
 ACCURACY_RANGE = (0.45, 1.0)  # chance to perfect: the axis of every accuracy plot
 BEST, END = "validation-best epoch", "end of training"  # where a run's large-sample accuracy is read
@@ -183,22 +181,9 @@ def claim_cells(runs: pd.DataFrame) -> list[dict[str, pd.Series]]:
 
 
 def grid_edges(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per SGD cell and scheme: the selected rate, whether it lies on an end
-    of the grid (`on_end`), and whether it beats its inner neighbour there
-    by more than `FLAT` of mean validation-best accuracy over the tuning
-    seeds, the score the rate was chosen on (`rising`: the best rate may lie
-    beyond the grid)."""
-    sgd = stats.tuning(frame[frame["optimizer"] == "sgd"])
-    keys = [*CELL, "init"]
-    means = stats.per_run_score(sgd, [*keys, "lr", "seed"], at="best").groupby([*keys, "lr"])["val_acc"].mean()
-    grid = sorted(sgd["lr"].unique())
-    rows = []
-    for key, lr in sgd[sgd["selected"]].groupby(keys)["lr"].first().items():
-        on_end = lr in (grid[0], grid[-1])
-        inner = grid[1] if lr == grid[0] else grid[-2]
-        rows.append({**dict(zip(keys, key)), "lr": lr, "on_end": on_end,
-                     "rising": on_end and means[(*key, lr)] - means[(*key, inner)] > FLAT})
-    return pd.DataFrame(rows)
+    """Per SGD cell and scheme: `checks.grid_edges` of its rate, read at the
+    validation-best epoch, as the rate was chosen."""
+    return checks.grid_edges(frame[frame["optimizer"] == "sgd"], [*CELL, "init"], at="best")
 
 
 def first_peaks(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
@@ -219,15 +204,15 @@ def design_checks(frame: pd.DataFrame, runs: pd.DataFrame) -> list[Claim]:
     return [
         Claim(text="Every selected SGD rate lies inside its grid, or where the curve is flat.",
               statistic=f"the share of (cell, scheme) choices with a rate on an end of the grid that beats its "
-                        f"inner neighbour by more than {FLAT * 100:g} point of mean validation accuracy over "
+                        f"inner neighbour by more than {checks.FLAT * 100:g} point of mean validation accuracy over "
                         f"the tuning seeds; measured once over {len(edges)} choices, {edges['on_end'].sum()} "
                         "of them on an end; claimed below 10%.",
-              cells={"all SGD cells": measured(edges["rising"].mean())}, threshold=0.10, claimed="below",
+              cells={"all SGD cells": checks.measured(edges["rising"].mean())}, threshold=0.10, claimed="below",
               unit=share, **check),
         Claim(text="The validation-best epoch is resolved: runs that train do not peak at their first scoring.",
               statistic="the share of runs above the 'trains' mark whose validation-best epoch is the first "
                         f"scored epoch; measured once per variant and optimizer; claimed below {RESOLVED:.0%}.",
-              cells={f"{variant} / {optimizer}": measured(value) for (variant, optimizer), value in peaks.items()},
+              cells={f"{variant} / {optimizer}": checks.measured(value) for (variant, optimizer), value in peaks.items()},
               threshold=RESOLVED, claimed="below", unit=share, **check)]
 
 

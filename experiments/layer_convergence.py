@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from study import checks, stats
 from study import figures as fig
-from study import stats
 from study.data import TwoGaussians
 from study.claims import Claim, specification_frame
 from study.question import Section
@@ -253,37 +253,7 @@ def claims(results: Results) -> list[Claim]:
             statistic=f"Spearman's rho of the CKA gap area against layer index, {where.format('CKA to final')}; "
             "claimed above 0.", cells=cells(keep=keep), threshold=0.0, claimed="above", unit=unit,
             choices={EVERY_CELL: cells()}))
-    return out + settled_checks(late) + [tuned_check(results.frame)]
-
-
-def rate_edges(frame: pd.DataFrame, cell: list[str] = CELL) -> pd.DataFrame:
-    """Per tuned `cell` (several rates on the tuning seeds): its grid, the
-    rate chosen on validation, and whether that is an end of the grid, where
-    a wider grid might have chosen otherwise."""
-    grid = stats.tuning(frame).groupby(cell, sort=False)["lr"].agg(lambda lr: tuple(sorted(set(lr))))
-    chosen = stats.evaluation(frame).groupby(cell, sort=False)["lr"].first()
-    table = pd.DataFrame({"grid": grid, "chosen": chosen}).dropna().loc[lambda t: t["grid"].map(len) > 1]
-    return table.assign(edge=[float(c in (g[0], g[-1])) for g, c in zip(table["grid"], table["chosen"])])
-
-
-SHARE = stats.Unit(0.02, scale=100, digits=0, suffix="%", bounds=(0.0, 1.0))  # of runs or epochs, measured once
-
-
-def once(values: pd.Series, label=cell_label) -> dict[str, stats.Interval]:
-    """A design check's cells: one number per cell, measured once."""
-    return {label(key): stats.Interval(v, v, v, 1) for key, v in values.items()}
-
-
-def tuned_check(frame: pd.DataFrame, cell: list[str] = CELL, label=cell_label) -> Claim:
-    """Whether each tuned rate was chosen inside its grid (Q3's too): a rate
-    on an end compares an arm at a rate that may not be its best."""
-    edges = rate_edges(frame, cell)
-    chosen = "; ".join(f"{label(key)} {lr:g}" for key, lr in edges["chosen"].items())
-    return Claim(source="this study", text="Each tuned rate is inside its grid.", source_number="none",
-        statistic="per tuned cell, 1 where the rate chosen on the tuning seeds' validation accuracy is an end of "
-        f"its grid (chosen: {chosen}); measured once; claimed below 0.5.",
-        cells=once(edges["edge"], label), threshold=0.5, claimed="below", design_check=True,
-        unit=stats.Unit(0.1, digits=0, bounds=(0.0, 1.0)))
+    return out + settled_checks(late) + [checks.tuned_check(results.frame, CELL, cell_label)]
 
 
 def late_shares(conv: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
@@ -299,8 +269,9 @@ def settled_checks(late: pd.DataFrame) -> list[Claim]:
     measure whose epochs crowd the budget's end reads the budget, not the layers."""
     return [Claim(source="this study", text=f"Layers settle within the budget. Measure: {measure}.",
                   source_number="none", statistic="the share of (run, layer) convergence epochs in the last quarter "
-                  f"of the budget, per cell; measured once; claimed below {SETTLED:.0%}.", cells=once(shares),
-                  threshold=SETTLED, claimed="below", design_check=True, unit=SHARE)
+                  f"of the budget, per cell; measured once; claimed below {SETTLED:.0%}.",
+                  cells=checks.once(shares, cell_label), threshold=SETTLED, claimed="below", design_check=True,
+                  unit=checks.SHARE)
             for measure, shares in late.items()]
 
 

@@ -35,15 +35,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from study import checks, stats
 from study import figures as fig
-from study import stats
 from study.data import TwoGaussians
 from study.claims import Claim, specification_frame
 from study.question import Section
 from study.results import Results
 from study.runner import Program
 from study.config import MAX_NORM, Setup, Tracking, stride
-from experiments.layer_convergence import SHARE, once, tuned_check
 
 NAME = "regularization"
 TEXT = Path(__file__).with_name("text") / f"{NAME}.md"  # the report's prose
@@ -277,11 +276,11 @@ def design_checks(tune: pd.DataFrame, test: pd.DataFrame, frame: pd.DataFrame) -
     return [
         check(text="The max-norm bound binds.", statistic="the share of runs with a unit's incoming-weight norm at "
               "the bound at the end, per condition; measured once; claimed above 50%.",
-              cells=once(at_bound, cell_label), threshold=0.5, claimed="above", unit=SHARE),
+              cells=checks.once(at_bound, cell_label), threshold=0.5, claimed="above", unit=checks.SHARE),
         check(text="Each arm peaks on validation within the budget.", statistic="the share of runs whose best "
               "validation epoch is in the last quarter of the budget, per condition; measured once; claimed "
-              f"below {FEW:.0%}.", cells=once(late, cell_label), threshold=FEW, claimed="below", unit=SHARE),
-        tuned_check(frame, CONDITION, cell_label)]
+              f"below {FEW:.0%}.", cells=checks.once(late, cell_label), threshold=FEW, claimed="below", unit=checks.SHARE),
+        checks.tuned_check(frame, CONDITION, cell_label)]
 
 
 def condition_table(runs: pd.DataFrame) -> pd.DataFrame:

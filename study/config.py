@@ -94,8 +94,8 @@ class Setup:
     `epochs / evals` epochs and NaN between. `eval_every` is also the step
     of early stopping (`best_epoch` is a scored epoch) and what `head_first`
     must be a multiple of, so it stays meaningful with nothing strided
-    scored. `final_eval` takes `eval_acc` alone off the stride: the large
-    sample is then scored once, after the last epoch, while the other
+    scored. `final_eval` takes `eval_acc` and `distinct_units` off the
+    stride: they are then scored once, after the last epoch, while the other
     strided scores (validation included) keep the stride.
     """
 
@@ -111,7 +111,7 @@ class Setup:
     epochs: int = 100
     batch_size: int | None = 64  # None: full batch
     evals: int = 5  # strided scorings per run, one every eval_every = epochs / evals epochs (see above)
-    final_eval: bool = False  # eval_acc after the last epoch only, not strided (validation stays strided)
+    final_eval: bool = False  # eval_acc and distinct units after the last epoch only (validation stays strided)
     steps_per_epoch: int | None = None  # minibatches per epoch, from one reshuffle (default: all that fit)
     scored: tuple[str, ...] = ("eval_acc",)  # of SCORES
     regularizer: str = "none"  # one of REGULARIZERS

@@ -124,8 +124,10 @@ def train_from(setup: Setup, run: Run) -> dict[str, dict | jax.Array]:
     # The last phase's frozen layers are frozen in every earlier phase too,
     # so its view scores the final and the best-validated weights alike.
     evaluate = functools.partial(scores, setup, run, x=view.data["x_eval"], y=run.data["y_eval"], start=view.start)
-    if setup.final_eval and "eval_acc" in setup.scored:
-        metrics["eval_acc"] = jnp.full(setup.epochs, jnp.nan).at[-1].set(evaluate(params=params)[1])
+    if setup.final_eval:
+        at_end = {"eval_acc": evaluate(params=params)[1]} if "eval_acc" in setup.scored else {}
+        at_end |= distinct_units(setup, params) if "distinct_units" in setup.scored else {}
+        metrics |= {k: jnp.full(setup.epochs, jnp.nan).at[-1].set(v) for k, v in at_end.items()}
     metrics["bayes_acc"] = run.data["bayes_acc"]
     if "val_acc" in setup.scored:
         metrics["best_epoch"] = best.epoch
@@ -200,11 +202,16 @@ def strided_metrics(setup: Setup, run: Run, view: View, params) -> dict:
                                         view.start)[1]
     if "train_acc" in setup.scored:
         out["train_acc"] = scores(setup, run, params, view.data["x_train"], run.data["y_train"], view.start)[1]
-    if "distinct_units" in setup.scored:
-        for i in range(len(setup.hidden)):
-            layer = params["layers"][i]
-            out[f"distinct_h{i + 1}"] = measures.distinct_units(layer["kernel"][...], layer["bias"][...])
+    if "distinct_units" in setup.scored and not setup.final_eval:
+        out.update(distinct_units(setup, params))
     return out
+
+
+def distinct_units(setup: Setup, params) -> dict[str, jax.Array]:
+    """The distinct units of each hidden layer (`measures.distinct_units`)."""
+    return {f"distinct_h{i + 1}": measures.distinct_units(params["layers"][i]["kernel"][...],
+                                                          params["layers"][i]["bias"][...])
+            for i in range(len(setup.hidden))}
 
 
 def keep_best(best: Best, strided: dict, epoch: jax.Array, params) -> Best:

@@ -84,7 +84,8 @@ def q2_results(flipped: bool) -> Results:
         for lr, (layer, values) in itertools.product(rates, enumerate(order)):
             rows.append(layer_rows(layer, *values).assign(seed=seed, role=role, lr=lr))
     layers = pd.concat(rows, ignore_index=True)
-    frame = layers[[*layer_convergence.CELL, "seed", "role", "lr"]].drop_duplicates()
+    frame = layers[[*layer_convergence.CELL, "seed", "role", "lr"]].drop_duplicates().assign(
+        epoch=1, selected=lambda f: f["lr"] == 1.0, val_acc=lambda f: np.where(f["lr"] == 1.0, 0.9, 0.8))
     return Results(frame, {}, {"layers": layers})
 
 
@@ -100,7 +101,7 @@ def test_q2_cells_read_the_evaluation_seeds_only():
     assert every_cell(calm) == every_cell(wild) and all(every_cell(calm)[:6])  # 5 measures, bottom-up
     assert [len(rho) for rho in every_cell(calm)[0].values()] == [2]  # one rho per evaluation seed
     tuned = calm[-1]
-    assert tuned.cells == {"stated / sgd / relu": stats.Interval(1.0, 1.0, 1.0, 1)}  # 1 is the grid's end
+    assert tuned.cells == {"stated / sgd / relu": stats.Interval(1.0, 1.0, 1.0, 1)}  # 1 is the grid's rising end
 
 
 def q1_frame():
@@ -179,8 +180,9 @@ def test_q3_design_checks_by_hand():
                          "strength": [1.0, 1.0, 5.0, 5.0, 2.0, 2.0], "seed": [2, 3] * 3, "role": "evaluate",
                          "max_unit_norm": [1.0, 0.9995, 2.0, 5.0, 2.0, 2.0], "epoch": 200,
                          "best_epoch": [10, 10, 190, 10, 20, 20]})
-    frame = pd.concat([test.assign(lr=0.01), test[test["regularizer"] == "dropout_maxnorm"].assign(
-        role="tune", seed=[0, 1]).merge(pd.DataFrame({"lr": [0.003, 0.01, 0.03]}), how="cross")])
+    tuning = test[test["regularizer"] == "dropout_maxnorm"].assign(role="tune", seed=[0, 1]).merge(
+        pd.DataFrame({"lr": [0.003, 0.01, 0.03], "val_acc": [0.8, 0.9, 0.85]}), how="cross")
+    frame = pd.concat([test.assign(lr=0.01), tuning]).assign(selected=lambda f: f["lr"] == 0.01)
     binds, late, tuned = regularization.design_checks(stats.tuning(test), test, frame)
     assert {k: v.mean for k, v in binds.cells.items()} == {"stated / maxnorm 1": 1.0, "stated / maxnorm 5": 0.5,
                                                           "stated / dropout_maxnorm 2": 1.0}

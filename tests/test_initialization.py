@@ -23,7 +23,7 @@ def rate_curve(init, val_by_rate, chosen, epochs=(1, 2)):
 def test_a_choice_on_a_grid_end_rises_only_when_it_beats_its_inner_neighbour_by_more_than_flat():
     frame = pd.concat([rate_curve("inside", {0.01: 0.7, 0.1: 0.9, 1.0: 0.8}, 0.1),
                        rate_curve("rising", {0.01: 0.7, 0.1: 0.8, 1.0: 0.9}, 1.0),
-                       rate_curve("flat", {0.01: 0.903, 0.1: 0.9, 1.0: 0.8}, 0.01)])
+                       rate_curve("flat", {0.01: 0.901, 0.1: 0.9, 1.0: 0.8}, 0.01)])
     edges = initialization.grid_edges(frame).set_index("init")
     assert edges["on_end"].to_dict() == {"flat": True, "inside": False, "rising": True}
     assert edges["rising"].to_dict() == {"flat": False, "inside": False, "rising": True}
@@ -33,7 +33,7 @@ def test_the_grid_end_design_check_measures_the_share_of_rising_choices():
     """One rising end among three choices: 33%, contradicting 'below 10%'."""
     frame = pd.concat([rate_curve("inside", {0.01: 0.7, 0.1: 0.9, 1.0: 0.8}, 0.1),
                        rate_curve("rising", {0.01: 0.7, 0.1: 0.8, 1.0: 0.9}, 1.0),
-                       rate_curve("flat", {0.01: 0.903, 0.1: 0.9, 1.0: 0.8}, 0.01)])
+                       rate_curve("flat", {0.01: 0.901, 0.1: 0.9, 1.0: 0.8}, 0.01)])
     runs = pd.DataFrame({**CELL, "norm_acc": [0.95], "best_epoch": [2]})
     edges, _ = initialization.design_checks(frame, runs)
     assert edges.cells["all SGD cells"].mean == 1 / 3 and edges.result.verdict == "contradicted"

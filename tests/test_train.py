@@ -171,9 +171,11 @@ def test_a_decaying_rate_follows_a_cosine_to_zero_over_the_phase():
 
 
 def test_a_final_only_large_sample_score_equals_the_strided_ones_last(grid):
-    """`final_eval` scores the large sample once, after the last epoch: the
-    same number the strided scoring gives there, NaN before."""
+    """`final_eval` scores the large sample and the distinct units once,
+    after the last epoch: the same numbers the strided scoring gives there,
+    NaN before."""
     final = train_grid(dataclasses.replace(SETUP, final_eval=True), GRID)[0]["epochs"]
-    assert np.isnan(final["eval_acc"][:, :-1]).all()
-    np.testing.assert_array_equal(final["eval_acc"][:, -1], grid["eval_acc"][:, -1])
+    for name in ("eval_acc", "distinct_h1"):
+        assert np.isnan(final[name][:, :-1]).all()
+        np.testing.assert_array_equal(final[name][:, -1], grid[name][:, -1])
     np.testing.assert_array_equal(final["best_eval_acc"], grid["best_eval_acc"])

@@ -7,7 +7,7 @@ import itertools
 
 import pandas as pd
 
-from study import stats
+from study import checks, stats
 from study.results import Results
 from experiments.transfer.design import ARMS, CONDITION, VARIANTS, arm_label
 
@@ -55,32 +55,18 @@ def cell_name(n: int, s: float) -> str:
 
 
 def grid_edges(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per arm, cell and rate axis of the arm's grid (its body or only rate
-    `lr`, its head's `head_lr`): the selected rate, whether it lies on an end
-    of the axis (`on_end`), and whether it beats its inner neighbour there
-    by more than `TOLERANCE` of mean validation accuracy over the tuning
-    seeds (`rising`: the best rate may lie beyond the grid). Only the tuning
-    seeds train the whole grid. A rate variant's body rate is the claim's,
-    not a grid meant to hold an optimum: only its head axis is checked."""
-    last = with_arms(stats.at_last_epoch(stats.tuning(frame), [*CONDITION, "seed"]))
-    means = last.groupby(["arm", "n_target", "similarity", *GRID_AXES])["val_acc"].mean()
-    rows = []
-    for arm, part in last.groupby("arm"):
-        coupled = bool((part["lr"] == part["head_lr"]).all())  # one rate for every layer trained
-        axes = [a for a in GRID_AXES if part[a].nunique() > 1 and not (coupled and a == "head_lr")
-                and not (arm in VARIANTS and a == "lr")]
-        for (n, s), cell in part[part["selected"]].groupby(["n_target", "similarity"]):
-            chosen = {a: cell[a].iloc[0] for a in GRID_AXES}
-            for axis in axes:
-                grid = sorted(part[axis].unique())
-                on_end = chosen[axis] in (grid[0], grid[-1])
-                inner = grid[1] if chosen[axis] == grid[0] else grid[-2]
-                moved = {**chosen, **({a: inner for a in GRID_AXES} if coupled else {axis: inner})}
-                gain = means[(arm, n, s, *chosen.values())] - means.get((arm, n, s, *moved.values()), float("nan"))
-                rows.append({"arm": arm, "n_target": n, "similarity": s, "axis": axis, "rate": chosen[axis],
-                             "on_end": on_end, "gain": gain if on_end else 0.0,
-                             "rising": bool(on_end and gain > TOLERANCE)})
-    return pd.DataFrame(rows)
+    """Per arm, cell and rate axis of the arm's grid: `checks.grid_edges` at
+    the final epoch, as the rates were chosen. An arm whose layers all train
+    at one rate (`lr` = `head_lr`) has one axis; a rate variant's body rate is
+    the claim's, not a grid meant to hold an optimum: only its head axis is checked."""
+    tune = with_arms(stats.tuning(frame))
+    parts = []
+    for arm, part in tune.groupby("arm"):
+        coupled = bool((part["lr"] == part["head_lr"]).all())
+        axes = tuple(a for a in GRID_AXES if part[a].nunique() > 1 and not (coupled and a == "head_lr")
+                     and not (arm in VARIANTS and a == "lr"))
+        parts.append(checks.grid_edges(part, ["arm", "n_target", "similarity"], axes, at="last", flat=TOLERANCE))
+    return pd.concat(parts, ignore_index=True)
 
 
 def convergence(frame: pd.DataFrame) -> pd.DataFrame:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from study import stats
+from study import checks, stats
 from study.claims import Claim
 from study.results import Results
 from experiments.transfer.analysis import (
@@ -20,32 +20,27 @@ from experiments.transfer.design import (
 def step_ratio(runs: pd.DataFrame, slow: str, fast: str) -> dict[str, stats.Interval]:
     """One timing per program, so the 'interval' is the measured ratio itself."""
     times = runs.groupby("arm")["step_time_s"].first()
-    return {f"{slow} / {fast}": measured(times[slow] / times[fast])}
+    return {f"{slow} / {fast}": checks.measured(times[slow] / times[fast])}
 
 
 def rate_ratio(runs: pd.DataFrame, arm: str, other: str, cells) -> dict[str, stats.Interval]:
     """Per cell: log10 of `arm`'s learning rate chosen on validation over
     `other`'s (one choice per cell, so measured once)."""
     rates = runs.groupby(["n_target", "similarity", "arm"])["lr"].first()
-    return {cell_name(n, s): measured(np.log10(rates[n, s, arm] / rates[n, s, other])) for n, s in cells}
+    return {cell_name(n, s): checks.measured(np.log10(rates[n, s, arm] / rates[n, s, other])) for n, s in cells}
 
 
 def mean_rate_ratio(runs: pd.DataFrame, arms: list[str], other: str) -> dict[str, stats.Interval]:
     """Per arm: the mean over every cell of log10 of its chosen (body) rate over `other`'s (measured once)."""
     rates = runs.groupby(["arm", "n_target", "similarity"])["lr"].first().unstack("arm")
-    return {arm: measured(np.log10(rates[arm] / rates[other]).mean()) for arm in arms}
+    return {arm: checks.measured(np.log10(rates[arm] / rates[other]).mean()) for arm in arms}
 
 
 def edge_shares(edges: pd.DataFrame, axis: str) -> dict[str, stats.Interval]:
     """Per arm with a grid on `axis`: the share of its cells whose chosen rate
     lies on an end of the axis and beats its inner neighbour by more than `TOLERANCE`."""
     part = edges[edges["axis"] == axis]
-    return {arm: measured(rows["rising"].mean()) for arm, rows in part.groupby("arm")}
-
-
-def measured(value: float) -> stats.Interval:
-    """A number measured once from the whole grid: its 'interval' is itself."""
-    return stats.Interval(float(value), float(value), float(value), 1)
+    return {arm: checks.measured(rows["rising"].mean()) for arm, rows in part.groupby("arm")}
 
 
 def design_checks(results: Results, runs: pd.DataFrame) -> list[Claim]:
@@ -92,7 +87,7 @@ def design_checks(results: Results, runs: pd.DataFrame) -> list[Claim]:
                         f"the evaluation seeds across the last {LAST_SHARE:.0%} of its training (epochs "
                         f"{spans}; the cosine decay runs its rate under 10% of its peak there), each arm at "
                         f"its selected rates; measured once; claimed below {100 * TOLERANCE:g} pt.",
-              cells={arm: measured(part["change"].abs().max()) for arm, part in converged.groupby("arm")},
+              cells={arm: checks.measured(part["change"].abs().max()) for arm, part in converged.groupby("arm")},
               threshold=TOLERANCE, claimed="below", unit=points, **check),
         Claim(text="Every new head beside trained layers has its rate tuned, inside its grid.",
               statistic=f"the share of cells whose selected head rate (grid {', '.join(f'{r:g}' for r in HEAD_RATES)}"
