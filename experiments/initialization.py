@@ -13,9 +13,9 @@ Three variants, all in `results/initialization.parquet` (column `variant`):
   (column `optimizer`): Adam 0.003 on minibatches of 64 for 100 epochs (the
   original code's optimizer), and plain full-batch SGD, the textbook step of
   S-step, for 150 steps at each rate of `SGD_RATES` on the tuning seeds; per
-  activation and scheme, the rate with the best mean final validation
-  accuracy there is marked `selected` and is the only one trained on the
-  evaluation seeds.
+  activation and scheme, the rate with the best mean validation-best
+  accuracy there (each run stopped early, as the claims read it) is marked
+  `selected` and is the only one trained on the evaluation seeds.
 - `mixture`: a task whose Bayes classifier needs several hidden units
   (`MIXTURE`: two classes of four Gaussian clusters each), where a network
   whose layers stay one effective unit (constant starts) is a linear

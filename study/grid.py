@@ -110,13 +110,13 @@ def train_grid(setup: Setup, values: dict[str, Sequence], *, pretrained: Sequenc
     args = {k: np.pad(np.asarray(values[k] if k in values or k not in OPTIONAL else np.zeros(n_runs), dtype=dt),
                       (0, padded - n_runs), mode="edge") for k, dt in RUN_VALUES.items()}
     weights = tuple(jax.device_put(np.asarray(w, np.float32), replicated) for w in pretrained)
-    def dispatch(first):  # asynchronous: the next call is queued while one trains
-        return program({k: jax.device_put(v[first:first + call], sharding) for k, v in args.items()}, weights)
-
-    outs, starts = [], range(0, padded, call)
-    pending = dispatch(0)
-    for first in starts:
-        out, pending = pending, dispatch(first + call) if first + call < padded else None
+    # Every call is queued at once (JAX dispatches asynchronously), so no
+    # device idles between calls while this loop gathers their outputs.
+    starts = range(0, padded, call)
+    pending = [program({k: jax.device_put(v[first:first + call], sharding) for k, v in args.items()}, weights)
+               for first in starts]
+    outs = []
+    for first, out in zip(starts, pending):
         out = wait(out)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils

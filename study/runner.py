@@ -28,7 +28,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from study import config, devices, network, results, stats
-from study.grid import train_grid
+from study.grid import Timing, train_grid
 
 
 MAIN = "main"  # the table of one row per (run, epoch): results/NAME.parquet
@@ -158,16 +158,8 @@ def run(name: str, programs: list[Program], config: dict, progress: Callable[[st
         setup, epochs = program.setup, program.setup.epochs
         train = functools.partial(train_grid, setup, pretrained=kept[program.start_from] if program.start_from else (),
                                   batch_runs=batch_runs, trained=lambda n: bar.update(n * epochs))
-        runs = to_train(program, tuning).reset_index(drop=True)
         progress(f"{label}: {planned_runs(program, tuning)} runs x {epochs} epochs, compiling and training ...")
-        out, timing = train(run_values(setup, runs))
-        if program.tuned:
-            best = chosen(program, runs, tidy(runs, {"epoch": np.arange(1, epochs + 1)}, out["epochs"]))
-            more = evaluation_runs(program, tuning, best)
-            extra, more_timing = train(run_values(setup, more))
-            runs = pd.concat([runs, more], ignore_index=True)
-            out = jax.tree.map(lambda *a: np.concatenate(a), out, extra)
-            timing = dataclasses.replace(timing, train_s=timing.train_s + more_timing.train_s)
+        runs, out, timing = train_program(program, tuning, train)
         cached = " (from the compilation cache)" if timing.cache_hits else ""
         progress(f"{label}: compiled in {timing.compile_s:.1f} s{cached}, trained in {timing.train_s:.1f} s "
                  f"({len(runs) * epochs / timing.train_s:,.0f} run-epochs/s)")
@@ -194,6 +186,21 @@ def run(name: str, programs: list[Program], config: dict, progress: Callable[[st
     params = {f"{label}/layer{j // 2}_{('kernel', 'bias')[j % 2]}": w
               for label, weights in kept.items() for j, w in enumerate(weights)}
     return results.Results(frames.pop(MAIN), metadata, frames, params)
+
+
+def train_program(program: Program, tuning_seeds: int, train: Callable) -> tuple[pd.DataFrame, dict, Timing]:
+    """A program's runs, their `train_grid` output and timing: every run of
+    an untuned program; a tuned one's grid on the tuning seeds, then its
+    choices on the evaluation seeds (both calls to one compiled program)."""
+    runs = to_train(program, tuning_seeds).reset_index(drop=True)
+    out, timing = train(run_values(program.setup, runs))
+    if not program.tuned:
+        return runs, out, timing
+    epochs = np.arange(1, program.setup.epochs + 1)
+    more = evaluation_runs(program, tuning_seeds, chosen(program, runs, tidy(runs, {"epoch": epochs}, out["epochs"])))
+    extra, more_timing = train(run_values(program.setup, more))
+    return (pd.concat([runs, more], ignore_index=True), jax.tree.map(lambda *a: np.concatenate(a), out, extra),
+            dataclasses.replace(timing, train_s=timing.train_s + more_timing.train_s))
 
 
 def planned_runs(program: Program, tuning_seeds: int) -> int:
