@@ -76,8 +76,8 @@ def tidy(runs: pd.DataFrame, axes: dict[str, np.ndarray], columns: dict[str, np.
 def tables(setup: config.Setup, runs: pd.DataFrame, out: dict, step_time_s: float) -> dict[str, pd.DataFrame]:
     """`train_grid`'s output as tidy frames: `MAIN` one row per (run, epoch);
     with tracking, "layers" per (run, layer, kept epoch) and "weights" per
-    (run of the seeds whose values are kept, layer, weight_index, epoch). Epochs count from 1; the sampled weights
-    also at epoch 0, their initial values."""
+    (run of the seeds whose values are kept, layer, weight_index, epoch).
+    Epochs count from 1; the sampled weights also at epoch 0, their initial values."""
     epochs = np.arange(1, setup.epochs + 1, dtype=np.int32)
     frames = {MAIN: tidy(runs, {"epoch": epochs}, out["epochs"]).assign(step_time_s=step_time_s)}
     if "layers" in out:
