@@ -159,7 +159,7 @@ def run(name: str, programs: list[Program], config: dict, progress: Callable[[st
         train = functools.partial(train_grid, setup, pretrained=kept[program.start_from] if program.start_from else (),
                                   batch_runs=batch_runs, trained=lambda n: bar.update(n * epochs))
         progress(f"{label}: {planned_runs(program, tuning)} runs x {epochs} epochs, compiling and training ...")
-        runs, out, timing = train_program(program, tuning, train)
+        runs, out, timing, best = train_program(program, tuning, train)
         cached = " (from the compilation cache)" if timing.cache_hits else ""
         progress(f"{label}: compiled in {timing.compile_s:.1f} s{cached}, trained in {timing.train_s:.1f} s "
                  f"({len(runs) * epochs / timing.train_s:,.0f} run-epochs/s)")
@@ -171,7 +171,7 @@ def run(name: str, programs: list[Program], config: dict, progress: Callable[[st
         steps = -(-len(runs) // (len(jax.devices()) * timing.batch_runs)) * epochs * setup.batches_per_epoch
         frames = tables(setup, runs, out, timing.train_s / steps)
         if any(p.tuned for p in programs) and program.table == MAIN:
-            frames[MAIN]["selected"] = selected(program, frames[MAIN])
+            frames[MAIN]["selected"] = selected(frames[MAIN], best)
         parts.append({table_name(program.table, k): f for k, f in frames.items()})
         records.append({"label": program.label, "setup": dataclasses.asdict(setup),
                         "runs": len(runs), "model": network.model_table(setup),
@@ -188,19 +188,21 @@ def run(name: str, programs: list[Program], config: dict, progress: Callable[[st
     return results.Results(frames.pop(MAIN), metadata, frames, params)
 
 
-def train_program(program: Program, tuning_seeds: int, train: Callable) -> tuple[pd.DataFrame, dict, Timing]:
-    """A program's runs, their `train_grid` output and timing: every run of
-    an untuned program; a tuned one's grid on the tuning seeds, then its
-    choices on the evaluation seeds (both calls to one compiled program)."""
+def train_program(program: Program, tuning_seeds: int, train: Callable) \
+        -> tuple[pd.DataFrame, dict, Timing, pd.DataFrame | None]:
+    """A program's runs, their `train_grid` output and timing, and its
+    choices: every run of an untuned program (no choices); a tuned one's
+    grid on the tuning seeds, then the values chosen there (one row per
+    condition) on the evaluation seeds (both calls to one compiled program)."""
     runs = to_train(program, tuning_seeds).reset_index(drop=True)
     out, timing = train(run_values(program.setup, runs))
     if not program.tuned:
-        return runs, out, timing
-    epochs = np.arange(1, program.setup.epochs + 1)
-    more = evaluation_runs(program, tuning_seeds, chosen(program, runs, tidy(runs, {"epoch": epochs}, out["epochs"])))
+        return runs, out, timing, None
+    best = chosen(program, runs, tidy(runs, {"epoch": np.arange(1, program.setup.epochs + 1)}, out["epochs"]))
+    more = evaluation_runs(program, tuning_seeds, best)
     extra, more_timing = train(run_values(program.setup, more))
     return (pd.concat([runs, more], ignore_index=True), jax.tree.map(lambda *a: np.concatenate(a), out, extra),
-            dataclasses.replace(timing, train_s=timing.train_s + more_timing.train_s))
+            dataclasses.replace(timing, train_s=timing.train_s + more_timing.train_s), best)
 
 
 def planned_runs(program: Program, tuning_seeds: int) -> int:
@@ -220,13 +222,12 @@ def table_name(program_table: str, kind: str) -> str:
     return "-".join(part for part in (program_table, kind) if part != MAIN) or MAIN
 
 
-def selected(program: Program, frame: pd.DataFrame) -> np.ndarray:
-    """`selected` for a program's rows: the tuned values chosen per
-    condition on the tuning seeds, on every row of those values."""
-    if not program.tuned:
+def selected(frame: pd.DataFrame, best: pd.DataFrame | None) -> np.ndarray:
+    """`selected` for a program's rows: True on every row of the values
+    chosen per condition (`best`; every row of an untuned program)."""
+    if best is None:
         return np.ones(len(frame), bool)
-    best = chosen(program, frame, frame[frame["role"] == "tune"])
-    return frame[best.columns.tolist()].merge(best.assign(selected=True), how="left")["selected"].fillna(False) \
+    return frame[list(best.columns)].merge(best.assign(selected=True), how="left")["selected"].fillna(False) \
         .to_numpy(bool)
 
 
