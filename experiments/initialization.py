@@ -32,6 +32,7 @@ Run: `study run initialization` (8 tuning + 32 evaluation seeds, 7,688 runs in 4
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 from pathlib import Path
@@ -66,6 +67,7 @@ MIXTURE = Mixture(classes=2, clusters=4, subspace=4, n_train=200, n_test=50, n_e
 BATCH = 64
 SCORED = ("eval_acc", "val_acc", "distinct_units", "initial_grad_norm")
 QUICK_EPOCHS = 6
+QUICK_SAMPLES = dict(n_eval=500, n_val=100)  # --quick scores smaller samples (per class for the mixture)
 EVAL_POINTS = 100  # at most this many validation scorings per run (Adam: every epoch; SGD: every 2 steps)
 TRAINED = 0.9  # "trains": 90% of the way from chance (0.5) to the Bayes limit
 REACHED = 0.9  # accuracy for "epochs to reach"
@@ -79,9 +81,10 @@ def plan(seeds: int, epochs: int | None = None, quick: bool = False) -> list[Pro
     under SGD, and the mixture under Adam, with every activation (a traced
     value, like the scheme and the rate)."""
 
-    def setup(length, scored=SCORED, **kwargs):
+    def setup(length, task=TwoGaussians(), scored=SCORED, **kwargs):
         n = epochs or (QUICK_EPOCHS if quick else EPOCHS[length])
-        return Setup(hidden=(100, 100), epochs=n, evals=stride(n, EVAL_POINTS), final_eval=True, scored=scored,
+        task = dataclasses.replace(task, **QUICK_SAMPLES) if quick else task
+        return Setup(task=task, hidden=(100, 100), epochs=n, evals=stride(n, EVAL_POINTS), final_eval=True, scored=scored,
                      **kwargs)
 
     def runs(variant, optimizer, activations, schemes, rates=(LEARNING_RATE,)):

@@ -31,6 +31,15 @@ def study_process(args: list[str], env: dict[str, str]) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist's `--dist loadgroup`, one worker runs a file's
+    tests, and one every test that reads a session-wide study run, so that
+    no worker trains a run (or a module's fixture) another already has."""
+    for item in items:
+        shared = sorted({"quick", "fresh_runs"} & set(item.fixturenames))
+        item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.module.__name__))
+
+
 @pytest.fixture(scope="session")
 def quick(tmp_path_factory):
     """`study all --quick`, once per session."""

@@ -95,7 +95,7 @@ SEEDS, TUNING_SEEDS, QUICK_SEEDS = 32, 8, 2  # evaluation seeds from the power a
 SOURCE_EPOCHS, EPOCHS, STEPS, BATCH, EVALS = 40, 10, 40, 64, 5
 
 
-QUICK_SOURCE_EPOCHS, QUICK_EPOCHS = 2, 5
+QUICK_SOURCE_EPOCHS, QUICK_EPOCHS, QUICK_STEPS = 2, 5, 8
 
 
 LR = 1e-3  # the source's rate
@@ -215,8 +215,9 @@ def plan(seeds: int, epochs: int | None = None, quick: bool = False) -> list[Pro
     probe = Setup(task=TARGET_TASK, hidden=HIDDEN, n_out=TARGET_TASK.classes, pretrained=True, trainable=1,
                   epochs=1, evals=1, batch_size=BATCH, steps_per_epoch=1, scored=("probe_acc",))
     programs.append(Program("linear probe", probe, cells, table="probe", start_from="source mlp"))
-    programs += [arm_program(arm, sizes, similarities, seeds) for arm in arms(epochs)]
-    first = [dict(arm, epochs=1, evals=1, decay=False, final_eval=False, scored=("val_acc",)) for arm in arms(epochs)
+    strategies = [dict(arm, steps_per_epoch=QUICK_STEPS) if quick else arm for arm in arms(epochs)]
+    programs += [arm_program(arm, sizes, similarities, seeds) for arm in strategies]
+    first = [dict(arm, epochs=1, evals=1, decay=False, final_eval=False, scored=("val_acc",)) for arm in strategies
              if arm_label(arm["strategy"], arm.get("trainable") or LAYERS) in (FROZEN, NO_FREEZE)]
     return programs + [arm_program(arm, sizes[-1:], similarities, seeds, FIRST_EPOCH) for arm in first]
 
