@@ -10,7 +10,7 @@ import study
 def test_run_and_figures_from_python_write_nothing_and_keep_the_backend(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     matplotlib.use("pdf")  # a backend the study's own CLI never picks
-    res = study.run("layer_convergence", seeds=2, epochs=10)  # the programs of `study all --quick`, compiled once
+    res = study.run("layer_convergence", quick=True)  # the programs of `study all --quick`
     assert set(res.frame["optimizer"]) == {"adam", "sgd"} and res.frame["epoch"].max() == 10
     assert {"layers", "weights"} <= set(res.tables) and res.metadata["config"]["seeds"] == 2
     drawn = study.draw("layer_convergence", res)
