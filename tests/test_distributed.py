@@ -1,17 +1,47 @@
-"""Two processes on JAX's distributed runtime, as on a cluster: the grid is
-sharded over both processes' devices, every process gathers the results,
-process 0 writes them, and they are the data one process computes."""
+"""New processes: the same command twice, with an empty and then a warm
+compilation cache; and two processes on JAX's distributed runtime, as on a
+cluster: the grid is sharded over both processes' devices, every process
+gathers the results, process 0 writes them, and they are the data one
+process computes."""
 
 import socket
 
+import pandas as pd
+import pytest
+
 from conftest import SMALLEST, study_process
-from study import results
+from study import devices, results
+
+
+@pytest.fixture(scope="module")
+def fresh_runs(tmp_path_factory):
+    """SMALLEST in two new processes one after the other, sharing a
+    compilation cache that starts empty: [(out folder, stderr)] of the cold
+    and the warm one."""
+    root = tmp_path_factory.mktemp("fresh")
+    runs = []
+    for name in ("cold", "warm"):
+        process = study_process([*SMALLEST, "--out", str(root / name)], {devices.CACHE_ENV: str(root / "cache")})
+        stderr = process.communicate()[1]
+        assert process.returncode == 0, stderr
+        runs.append((root / name, stderr))
+    return runs
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_two_fresh_processes_give_identical_data_with_a_cold_and_a_warm_cache(fresh_runs):
+    """The same command in two new processes: the first compiles into an
+    empty compilation cache, the second loads from it; same data."""
+    frames = []
+    for out, stderr in fresh_runs:
+        assert ("programs loaded" in stderr) and (out.name == "cold") == (" 0 programs loaded" in stderr)
+        frames.append(pd.read_parquet(out / "results" / "layer_convergence.parquet").drop(columns="step_time_s"))
+    pd.testing.assert_frame_equal(*frames)
 
 
 def test_two_processes_write_the_results_of_one(fresh_runs, tmp_path):

@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from study import cli, config, grid, registry, runner, stats
+from study import config, grid, runner
 from tests.test_train import SETUP
 
 TUNING = 2
@@ -42,22 +42,6 @@ def test_a_run_gives_the_same_numbers_in_either_stage():
     assert len(evaluate) == 2 * 3 * SETUP.epochs
     np.testing.assert_array_equal(evaluate["test_acc"], evaluate["test_acc_plain"])
     assert (plain["role"] == np.where(plain["seed"] < TUNING, "tune", "evaluate")).all()
-
-
-def test_every_claim_reads_its_cells_on_the_evaluation_seeds_only(quick):
-    """Every per-seed cell of every claim (and of its other analysis choices)
-    carries its seeds; a source's claim reads evaluation seeds only (a design
-    check of the tuning may read the tuning seeds)."""
-    for question in registry.experiments().values():
-        res = cli.load(question, quick)
-        tuning = res.metadata["config"]["tuning_seeds"]
-        for claim in question.claims(res):
-            for label, values in (item for cells in (claim.cells, *claim.choices.values()) for item in cells.items()):
-                if isinstance(values, stats.Interval):
-                    continue
-                ids = stats.seed_ids(values)
-                assert ids, (question.name, claim.text, label)
-                assert claim.design_check or min(ids) >= tuning, (question.name, claim.text, label, ids)
 
 
 def test_sampled_weight_values_are_kept_for_the_first_seeds_only():
