@@ -56,6 +56,9 @@ EVAL_POINTS = 5  # at most this many large-sample scores per run, the last epoch
 CELL = ["variant", "optimizer", "activation"]
 OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "plain SGD"}
 MOVED, NEAR, SIMILAR = 0.9, 0.1, 0.9  # thresholds of the convergence epochs below
+# The per-layer measures read below; the source's tracked change is an L2 norm in its code (faithful), a mean |.|
+# in the stated variant (see `tracked_change`)
+READ = ("rel_change", "dist_init", "dist_final", "cka_final", "reset_acc")
 
 
 def plan(seeds: int, epochs: int | None = None, quick: bool = False) -> list[Program]:
@@ -73,9 +76,11 @@ def plan(seeds: int, epochs: int | None = None, quick: bool = False) -> list[Pro
     faithful = Setup(task=TwoGaussians(harmonic_gaps=True, random_covariance=True), hidden=HIDDEN,
                      activations=("sigmoid",), loss="mse", init_biases=True, epochs=faithful_epochs,
                      evals=stride(faithful_epochs, EVAL_POINTS), steps_per_epoch=STEPS_PER_RECORD,
-                     tracking=Tracking(from_end=True, every=stride(faithful_epochs, RECORD_EVERY["faithful"])))
+                     tracking=Tracking(from_end=True, every=stride(faithful_epochs, RECORD_EVERY["faithful"]),
+                                       measures=("tracked_l2_change", *READ)))
     programs = [Program("faithful", faithful, runs("faithful", "adam", ("sigmoid",), (FAITHFUL_RATE,)))]
-    tracking = Tracking(every=stride(stated_epochs, RECORD_EVERY["stated"]), probe_at=log_epochs(stated_epochs, PROBES))
+    tracking = Tracking(every=stride(stated_epochs, RECORD_EVERY["stated"]), probe_at=log_epochs(stated_epochs, PROBES),
+                        measures=("tracked_abs_change", *READ))
     for optimizer, rates in (QUICK_RATES if quick else RATES).items():
         setup = Setup(hidden=HIDDEN, activations=ACTIVATIONS, optimizer=optimizer, epochs=stated_epochs,
                       evals=stride(stated_epochs, EVAL_POINTS), scored=("eval_acc", "val_acc"), tracking=tracking)

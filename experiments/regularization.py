@@ -81,8 +81,8 @@ def plan(seeds: int, epochs: int | None = None, quick: bool = False) -> list[Pro
         n = epochs or (QUICK_EPOCHS if quick else EPOCHS[variant])
         every = stride(n, n // RECORDS)
         return Setup(hidden=HIDDEN, epochs=n, evals=n // stride(n, VAL_EVERY), final_eval=True,
-                     scored=("eval_acc", "train_acc", "val_acc"), tracking=Tracking(every=every, measures_every=every),
-                     **kwargs)
+                     scored=("eval_acc", "train_acc", "val_acc"), **kwargs,
+                     tracking=Tracking(every=every, measures_every=n, measures=(*WEIGHT_STATS, "max_unit_norm")))
 
     faithful = dict(task=TwoGaussians(harmonic_gaps=True, random_covariance=True), activations=("sigmoid",),
                     loss="mse", init_biases=True, penalty_mean=True)

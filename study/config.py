@@ -47,6 +47,11 @@ DROPOUT, MAX_NORM = ("dropout", "dropout_maxnorm"), ("maxnorm", "dropout_maxnorm
 # `probe_acc`, for a head on frozen features: the large-sample accuracy of a
 # converged linear probe on those features (see `study.measures.linear_probe`).
 SCORES = ("eval_acc", "val_acc", "train_acc", "distinct_units", "initial_grad_norm", "probe_acc")
+# The per-layer measures a `Tracking` may keep (see `study.measures.weight_measures`;
+# `reset_acc`: the accuracy after training with that layer reset to its start).
+LAYER_MEASURES = ("w_norm", "mean_abs_w", "small_frac", "zero_frac", "rel_small_frac", "max_unit_norm",
+                  "step_change", "rel_change", "dist_init", "dist_final", "tracked_abs_change",
+                  "tracked_l2_change", "cka_final", "reset_acc")
 # Independent key streams derived from a run's seeds with `fold_in`. Keys
 # depend on the seeds only, never on a run's position in the grid, so a run
 # gives the same numbers alone or in any grid, and runs of different
@@ -64,15 +69,16 @@ class Tracking:
     `every` epochs) the linear CKA of the layer's output on a probe batch to
     its output at the end (NaN between: the probe's forward pass and Gram
     matrices cost as much as a short epoch's training); after training, the
-    accuracy with the layer reset to its initial weights. The per-layer
-    measures are kept every `measures_every` epochs. The strides bound file
-    sizes and time.
+    accuracy with the layer reset to its initial weights. Only the named
+    `measures` are kept (and computed), every `measures_every` epochs. The
+    strides and the names bound file sizes and time.
     """
 
     weights: int = 50  # sampled entries per matrix, the same for every run of a program
     from_end: bool = False  # the last entries of each flattened matrix (the original code), not a random sample
     every: int = 1
     measures_every: int = 1  # must divide the epochs, so the last epoch is kept
+    measures: tuple[str, ...] = LAYER_MEASURES  # the per-layer measures an analysis reads
     values_of_seeds: int = 1  # the sampled weights' values are kept for seeds below this (figures draw one run)
     probe: int = 256  # the first points of the large sample
     probe_at: tuple[int, ...] | None = None  # epochs, counted from 1
@@ -138,7 +144,9 @@ class Setup:
         select_activation(self.activations, 0)
         choices = [("loss", self.loss, LOSSES), ("optimizer", self.optimizer, OPTIMIZERS),
                    ("regularizer", self.regularizer, REGULARIZERS)]
-        for field, value, allowed in choices + [("scored metric", name, SCORES) for name in self.scored]:
+        choices += [("scored metric", name, SCORES) for name in self.scored]
+        choices += [("layer measure", name, LAYER_MEASURES) for name in getattr(self.tracking, "measures", ())]
+        for field, value, allowed in choices:
             if value not in allowed:
                 raise ValueError(f"unknown {field} {value!r}; choose from {', '.join(allowed)}")
         if self.epochs < 1 or self.evals < 1 or self.epochs % self.evals:

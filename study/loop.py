@@ -258,7 +258,8 @@ def track(setup: Setup, run: Run, final, history) -> dict:
                                                  final, run.initial)
         return scores(setup, run, mixed, run.data["x_eval"], run.data["y_eval"])[1]
 
-    layers["reset_acc"] = jnp.stack([reset(i) for i in range(len(setup.hidden) + 1)])
+    if "reset_acc" in setup.tracking.measures:
+        layers["reset_acc"] = jnp.stack([reset(i) for i in range(len(setup.hidden) + 1)])
     return {"layers": layers, "weights": sampled}
 
 

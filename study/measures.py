@@ -80,8 +80,9 @@ def weight_measures(setup: Setup, initial: list, stacked: list, final_outputs: l
                "tracked_l2_change": jnp.linalg.norm(tracked, axis=1),
                "cka_final": jnp.full(len(flat), jnp.nan).at[probed].set(
                    jax.vmap(linear_cka, (0, None))(out, out_final))}
-        for k, v in row.items():
-            measures.setdefault(k, []).append(v)
+        for k in setup.tracking.measures:
+            if k in row:  # reset_acc comes from the loop
+                measures.setdefault(k, []).append(row[k])
         sampled.append(path[::every, idx])
     kept = slice(setup.tracking.measures_every - 1, None, setup.tracking.measures_every)
     return {k: jnp.stack(v, axis=1)[kept] for k, v in measures.items()}, jnp.stack(sampled, axis=1)
