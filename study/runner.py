@@ -8,7 +8,8 @@ rates, say) on the tuning seeds, chooses per condition on their validation
 sample, and trains only the chosen values on the evaluation seeds, which
 the verdicts read. Each program is trained by `study.grid.train_grid`; the
 per-run metrics are unrolled into one row per (run, epoch), and with
-weight tracking into per-layer and sampled-weight tables.
+weight tracking into per-layer and sampled-weight tables (a tuned
+program's at its chosen values only).
 """
 
 from __future__ import annotations
@@ -170,6 +171,8 @@ def run(name: str, programs: list[Program], config: dict, progress: Callable[[st
         # Each device trains its share of the runs batch_runs at a time.
         steps = -(-len(runs) // (len(jax.devices()) * timing.batch_runs)) * epochs * setup.batches_per_epoch
         frames = tables(setup, runs, out, timing.train_s / steps)
+        if best is not None:  # the weight tables of a tuned grid keep its chosen values: nothing reads the rest
+            frames |= {k: f.merge(best) for k, f in frames.items() if k != MAIN}
         if any(p.tuned for p in programs) and program.table == MAIN:
             frames[MAIN]["selected"] = selected(frames[MAIN], best)
         parts.append({table_name(program.table, k): f for k, f in frames.items()})
