@@ -111,7 +111,7 @@ class Setup:
     n_out: int = 2
     loss: str = "cross_entropy"  # or "mse" on one-hot targets, as the original code
     optimizer: str = "adam"
-    decay: bool = False  # every rate decays to 0 over each phase along a cosine (else constant)
+    decay: float = 0.0  # every rate decays to 0 along a cosine over this last share of each phase (0: constant)
     schemes: tuple[str, ...] = ("glorot_uniform",)  # the choices of the traced `init`
     init_biases: bool = False  # biases drawn like the weights (original code)
     epochs: int = 100
@@ -167,6 +167,8 @@ class Setup:
             if wanted and (self.trainable != 1 or self.regularizer in DROPOUT or self.head_first):
                 raise ValueError(f"{name} is for a head alone on frozen features: set trainable=1, "
                                  "without dropout or head_first")
+        if not 0 <= self.decay <= 1:
+            raise ValueError(f"decay is the share of each phase the rate decays over: 0..1, got {self.decay}")
         if self.decay and self.regularizer == "l1_prox":
             raise ValueError("proximal L1 thresholds by the constant rate: it takes no decay")
         if self.head_first and not self.own_head_lr:

@@ -82,10 +82,13 @@ def projection(project) -> optax.GradientTransformation:
 
 def optimizer(setup: Setup, lr: jax.Array, strength: jax.Array, params,
               steps: int = 1) -> optax.GradientTransformation:
-    """The optimizer at rate `lr` over `steps` steps (the decay's length);
-    proximal L1 (soft thresholding by lr * strength) and max-norm (bound
-    `strength`) act on the weight matrices after each update."""
-    rate = optax.cosine_decay_schedule(lr, steps) if setup.decay else lr
+    """The optimizer at rate `lr` over a phase of `steps` steps, held
+    constant, then decaying to 0 along a cosine over the last `setup.decay`
+    share of them; proximal L1 (soft thresholding by lr * strength) and
+    max-norm (bound `strength`) act on the weight matrices after each update."""
+    tail = round(setup.decay * steps)
+    rate = optax.join_schedules([optax.constant_schedule(lr), optax.cosine_decay_schedule(lr, tail)],
+                                [steps - tail]) if tail else lr
     tx = OPTIMIZERS[setup.optimizer](rate)
     if setup.regularizer == "l1_prox":
         threshold = lr * strength

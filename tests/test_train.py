@@ -158,16 +158,21 @@ def test_best_epoch_is_the_first_best_validated_scored_epoch(grid):
     assert grid["best_epoch"][2] == 2 and len(set(grid["val_acc"][2, 1::2])) == 1
 
 
-def test_a_decaying_rate_follows_a_cosine_to_zero_over_the_phase():
-    """With `decay`, step t of n moves by lr * (1 + cos(pi t / n)) / 2 times the gradient (plain SGD here)."""
-    setup = dataclasses.replace(SETUP, decay=True)
+@pytest.mark.parametrize("decay, constant", [(1.0, 0), (0.5, 4)])
+def test_a_decaying_rate_is_constant_then_follows_a_cosine_to_zero(decay, constant):
+    """With `decay`, the rate is held for the phase's first steps, then step
+    t of the n decaying ones moves by lr * (1 + cos(pi t / n)) / 2 times the
+    gradient (plain SGD here)."""
+    setup = dataclasses.replace(SETUP, decay=decay)
     params = {"w": jnp.zeros(1)}
-    tx = network.optimizer(setup, 0.5, 0.0, params, steps=4)
+    tx = network.optimizer(setup, 0.5, 0.0, params, steps=8)
     state, moves = tx.init(params), []
-    for _ in range(4):
+    for _ in range(8):
         updates, state = tx.update({"w": jnp.ones(1)}, state, params)
         moves.append(-float(updates["w"][0]))
-    np.testing.assert_allclose(moves, [0.5 * (1 + np.cos(np.pi * t / 4)) / 2 for t in range(4)], rtol=1e-6)
+    n = 8 - constant
+    expected = [0.5] * constant + [0.5 * (1 + np.cos(np.pi * t / n)) / 2 for t in range(n)]
+    np.testing.assert_allclose(moves, expected, rtol=1e-5)
 
 
 def test_a_final_only_large_sample_score_equals_the_strided_ones_last(grid):

@@ -303,11 +303,15 @@ def test_a_rate_on_the_grid_end_is_rising_when_it_beats_its_neighbour_by_more_th
     assert edges["on_end"].tolist() == [True, True, False] and edges["rising"].tolist() == [True, False, False]
 
 
-def test_the_plateau_test_reads_the_evaluation_seeds_over_the_last_share_of_training():
-    rows = [{"n_target": 4, "similarity": 1.0, "strategy": "scratch", "trainable_layers": 5, "lr": 1e-2,
+def test_the_plateau_test_reads_the_evaluation_seeds_before_the_rate_decays_at_each_budget():
+    """From 60% to 80% of each run's training (a size trained 4x as long
+    has its own span); the tuning seeds' accuracies never enter."""
+    rows = [{"n_target": n, "similarity": 1.0, "strategy": "scratch", "trainable_layers": 5, "lr": 1e-2,
              "head_lr": 1e-2, "seed": seed, "role": role, "selected": True, "epoch": epoch,
-             "val_acc": (0.0 if role == "tune" else 0.5 + 0.01 * epoch + 0.001 * seed)}
-            for seed, role in [(0, "tune"), (10, "evaluate"), (11, "evaluate")] for epoch in (2, 4, 6, 8, 10)]
-    (row,) = analysis.convergence(pd.DataFrame(rows)).to_dict("records")
-    assert (row["from_epoch"], row["to_epoch"]) == (8, 10)
-    assert row["change"] == pytest.approx(0.02) and row["end"] == pytest.approx(0.6105)
+             "val_acc": (0.0 if role == "tune" else 0.5 + 0.01 * epoch / last + 0.001 * seed)}
+            for n, last in [(4, 10), (1024, 40)] for seed, role in [(0, "tune"), (10, "evaluate"), (11, "evaluate")]
+            for epoch in range(last // 5, last + 1, last // 5)]
+    small, large = analysis.convergence(pd.DataFrame(rows)).sort_values("n_target").to_dict("records")
+    assert (small["from_epoch"], small["to_epoch"], large["from_epoch"], large["to_epoch"]) == (6, 8, 24, 32)
+    for row in (small, large):
+        assert row["change"] == pytest.approx(0.002) and row["end"] == pytest.approx(0.5 + 0.008 + 0.0105)

@@ -9,10 +9,11 @@ import pandas as pd
 
 from study import checks, stats
 from study.results import Results
-from experiments.transfer.design import ARMS, CONDITION, VARIANTS, arm_label
+from experiments.transfer.design import ARMS, CONDITION, DECAY, VARIANTS, arm_label
 
 
-LAST_SHARE = 0.2  # the convergence test reads the change of validation accuracy over this last share
+LAST_SHARE = 0.2  # the convergence test reads the rise of validation accuracy over this share of the training,
+# the last before the rate decays (`DECAY`)
 
 
 TOLERANCE = 0.002  # design checks (convergence, grid ends, a shared head rate) hold at 0.2 pt: below the effects read
@@ -71,19 +72,19 @@ def grid_edges(frame: pd.DataFrame) -> pd.DataFrame:
 
 def convergence(frame: pd.DataFrame) -> pd.DataFrame:
     """Per selected arm and cell: the mean validation accuracy over the
-    evaluation seeds at the scored epoch that starts the last `LAST_SHARE`
-    of the arm's training (`from_epoch`) and at its end (`to_epoch`), and
-    the change between them."""
+    evaluation seeds at the scored epochs that open and close the last
+    `LAST_SHARE` of the run's training before its rate decays (`from_epoch`,
+    `to_epoch`: 60% and 80% of it), and the change between them: a plateau
+    at a constant rate, not one the decay makes."""
     chosen = with_arms(stats.evaluation(frame[frame["selected"]]).dropna(subset=["val_acc"]))
-    rows = []
-    for arm, part in chosen.groupby("arm"):
-        last = part["epoch"].max()
-        start = part.loc[part["epoch"] <= round((1 - LAST_SHARE) * last), "epoch"].max()
-        means = part[part["epoch"].isin([start, last])].pivot_table(
-            index=["arm", "n_target", "similarity"], columns="epoch", values="val_acc", aggfunc="mean")
-        rows.append(means.rename(columns={start: "start", last: "end"}).reset_index()
-                    .assign(from_epoch=start, to_epoch=last))
-    return pd.concat(rows, ignore_index=True).assign(change=lambda d: d["end"] - d["start"])
+    last = chosen.groupby(["arm", "n_target"])["epoch"].transform("max")
+    chosen = chosen.assign(from_epoch=(last * (1 - DECAY - LAST_SHARE)).round().astype(int),
+                           to_epoch=(last * (1 - DECAY)).round().astype(int))
+    keys = ["arm", "n_target", "similarity", "from_epoch", "to_epoch"]
+    means = {end: chosen[chosen["epoch"] == chosen[f"{end}_epoch"]].groupby(keys)["val_acc"].mean()
+             for end in ("from", "to")}
+    table = pd.concat({"start": means["from"], "end": means["to"]}, axis=1).reset_index()
+    return table.assign(change=table["end"] - table["start"])
 
 
 def phase_diagram(runs: pd.DataFrame) -> pd.DataFrame:

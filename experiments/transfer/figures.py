@@ -124,11 +124,11 @@ def figures(results: Results, claims: list[Claim]) -> list[fig.Figure]:
                    "rate per body rate), on the tuning seeds; circles mark the rates selected.",
                    rate_curves(frame, runs), draw_rate_curves),
         fig.Figure("convergence", "The convergence check: per arm (at its selected rates) and cell, the "
-                   "change of the mean validation accuracy over the evaluation seeds across the last 20% of "
-                   "training; dashed: the 0.2-point bound.",
+                   "change of the mean validation accuracy over the evaluation seeds from 60% to 80% of its "
+                   "training, the last stretch at a constant rate before it decays; dashed: the 0.2-point bound.",
                    convergence(frame).assign(change=lambda d: 100 * d["change"]),
                    lambda d: fig.strips(d, x="change", y="arm", hue="n_target", bounds=bounds,
-                                        xlabel="change of mean validation accuracy over the last 20% of "
+                                        xlabel="change of mean validation accuracy from 60% to 80% of "
                                                "training (points)")),
         fig.Figure("freeze-depth", "Final large-sample accuracy against the number of top layers trained "
                    "(1: feature extraction, 5: fine-tune all), each at its rates chosen on validation, for "

@@ -8,9 +8,12 @@ from study import stats
 from study.claims import Claim
 from study.question import Section
 from study.results import Results
-from experiments.transfer.analysis import grid_edges, per_run, phase_diagram, scenario_cells, step_flops, transfer_model
+from experiments.transfer.analysis import (
+    LAST_SHARE, grid_edges, per_run, phase_diagram, scenario_cells, step_flops, transfer_model,
+)
 from experiments.transfer.design import (
-    FROZEN, FROZEN_K, HIDDEN, LAYERS, NO_FREEZE, SLOW_ARMS_FACTOR, SOURCE_TASK, TARGET_TASK,
+    DECAY, FROZEN, FROZEN_K, HEAD_RATES, HIDDEN, LAYERS, LONG_FACTOR, LONG_SIZES, NO_FREEZE, SLOW_ARMS_FACTOR,
+    SOURCE_TASK, TARGET_TASK,
 )
 
 
@@ -51,7 +54,9 @@ def section(results: Results, claims: list[Claim]) -> Section:
     fields = dict(hidden=HIDDEN, source_classes=SOURCE_TASK.classes, source_clusters=SOURCE_TASK.clusters,
                   mlp_accuracy=accuracy["mlp"], linear_accuracy=accuracy["linear"], bayes=bayes,
                   target_classes=TARGET_TASK.classes, steps=steps,
-                  long_steps=SLOW_ARMS_FACTOR * steps, batch=target["batch_size"],
+                  long_steps=SLOW_ARMS_FACTOR * steps, batch=target["batch_size"], decay=DECAY,
+                  long_sizes=" and ".join(map(str, LONG_SIZES)), long_factor=LONG_FACTOR, last_share=LAST_SHARE,
+                  head_rates=f"{HEAD_RATES[0]:g} to {HEAD_RATES[-1]:g}",
                   seeds=stats.evaluation(runs)["seed"].nunique(), tuning_seeds=stats.tuning(runs)["seed"].nunique(),
                   runs=sum(p["runs"] for p in programs),
                   wall_s=results.metadata["wall_time_s"],
