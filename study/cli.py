@@ -171,8 +171,9 @@ def cmd_report(args) -> None:
     chapters = [chapter(questions.index(q) + 1, q, res, captions) for q, res, captions in loaded]
     missing = [q.name for q in questions if q not in present]
     table = claims.claims_frame([(c.number, c.claims) for c in chapters])
+    changed = report.changes(Path(args.out) / report.BASELINE, table)
     with writing("the report", Path(args.out) / "paper"):
-        paths = report.write(report.render(chapters, missing), table, args.out,
+        paths = report.write(report.render(chapters, missing, changed), table, args.out,
                              {"findings": report.findings(chapters, "paper/report.html#"),
                               "cost": report.cost_table(chapters, args.out)})
     log(f"wrote {', '.join(map(str, paths))}")
