@@ -55,6 +55,9 @@ class Program:
     tuned_at: str = "best"
 
 
+# Per-epoch curves that a tuned grid keeps at its chosen values only: its other
+# values are read for their validation accuracy (the choice and the grid checks).
+CURVES = ("train_loss", "test_loss", "test_acc", "train_acc")
 CODE = ("study", "experiments", "pyproject.toml")  # what a results file's git commit vouches for
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "pandas", "pyarrow", "scipy", "seaborn", "matplotlib",
             "markdown")  # every package that shapes a number or a figure
@@ -175,6 +178,8 @@ def run(name: str, programs: list[Program], config: dict, progress: Callable[[st
             frames |= {k: f.merge(best) for k, f in frames.items() if k != MAIN}
         if any(p.tuned for p in programs) and program.table == MAIN:
             frames[MAIN]["selected"] = selected(frames[MAIN], best)
+        if best is not None:
+            frames[MAIN].loc[~selected(frames[MAIN], best), [c for c in CURVES if c in frames[MAIN]]] = np.nan
         parts.append({table_name(program.table, k): f for k, f in frames.items()})
         records.append({"label": program.label, "setup": dataclasses.asdict(setup),
                         "runs": len(runs), "model": network.model_table(setup),

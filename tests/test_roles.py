@@ -44,6 +44,18 @@ def test_a_run_gives_the_same_numbers_in_either_stage():
     assert (plain["role"] == np.where(plain["seed"] < TUNING, "tune", "evaluate")).all()
 
 
+def test_a_tuned_grid_keeps_its_curves_and_weight_tables_at_the_chosen_values_only():
+    """The grid's other values are read for their validation accuracy only."""
+    tracked = dataclasses.replace(program(), setup=dataclasses.replace(SETUP, tracking=config.Tracking(weights=3)))
+    res = runner.run("x", [tracked], {"tuning_seeds": TUNING}, progress=lambda _: None)
+    frame, curves = res.frame, [c for c in runner.CURVES if c in res.frame]
+    other = frame[~frame["selected"]]
+    assert len(other) and curves and other[curves].isna().all().all() and other["val_acc"].notna().any()
+    assert frame.loc[frame["selected"], curves].notna().any().all()  # train_acc is strided
+    for table in res.tables.values():
+        assert set(table["lr"]) == {0.1} and set(table["seed"]) == set(range(TUNING + 3))
+
+
 def test_sampled_weight_values_are_kept_for_the_first_seeds_only():
     """The layer measures cover every run; the sampled weights' values, which
     only figures of one run read, the seeds below `values_of_seeds`."""
