@@ -52,10 +52,11 @@ def test_quick_run_writes_layer_and_weight_tables(quick, name, conditions, layer
     assert list(weights.columns[-4:]) == ["layer", "weight_index", "epoch", "value"]
     assert set(conditions) <= set(weights.columns) and "seed" in weights
     every = res.metadata["programs"][0]["setup"]["tracking"]["measures_every"]
-    assert len(per_layer) == len(res.frame) * layers // every
+    chosen = res.frame[res.frame["selected"]]  # a tuned grid's other values keep no side tables
+    assert len(per_layer) == len(chosen) * layers // every
     assert weights.groupby([*conditions, "seed", "layer", "epoch"]).size().eq(50).all()
     assert set(weights["layer"]) == set(range(layers)) and weights["epoch"].min() == 0
-    first = res.frame[res.frame["seed"] == 0]  # the sampled weights' values: the first seed's runs
+    first = chosen[chosen["seed"] == 0]  # the sampled weights' values: the first seed's runs
     assert set(weights["seed"]) == {0} and weights.groupby(conditions).ngroups == first.groupby(conditions).ngroups
 
 

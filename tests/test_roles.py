@@ -52,8 +52,8 @@ def test_a_tuned_grid_keeps_its_curves_and_weight_tables_at_the_chosen_values_on
     other = frame[~frame["selected"]]
     assert len(other) and curves and other[curves].isna().all().all() and other["val_acc"].notna().any()
     assert frame.loc[frame["selected"], curves].notna().any().all()  # train_acc is strided
-    for table in res.tables.values():
-        assert set(table["lr"]) == {0.1} and set(table["seed"]) == set(range(TUNING + 3))
+    assert all(set(table["lr"]) == {0.1} for table in res.tables.values())
+    assert set(res.tables["layers"]["seed"]) == set(range(TUNING + 3)) and set(res.tables["weights"]["seed"]) == {0}
 
 
 def test_sampled_weight_values_are_kept_for_the_first_seeds_only():
