@@ -109,7 +109,7 @@ def side_files(path: Path) -> list[tuple[Path, str | None]]:
     """The experiment's tables, weights and temporary files beside `path`,
     each with its write's tag (None for a temporary or an untagged file)."""
     name = re.escape(Path(path).stem)
-    side = re.compile(rf"{name}-\w+(?:\.([0-9a-f]{{{TAG_LENGTH}}}))?\.(?:parquet|npz)")
+    side = re.compile(rf"{name}-[\w-]+(?:\.([0-9a-f]{{{TAG_LENGTH}}}))?\.(?:parquet|npz)")
     temporary = re.compile(rf"\.{name}[-.].*\.tmp")
     found = []
     for file in Path(path).parent.iterdir() if Path(path).parent.is_dir() else ():

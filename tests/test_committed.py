@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study import cli, figures, registry
+from study import cli, figures, registry, report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +26,8 @@ def test_committed_figures_and_report_regenerate_unchanged(tmp_path):
         assert regenerated[name] == text, name
     for folder in ("results", "figures"):  # the HTML report embeds the committed images
         shutil.copytree(ROOT / folder, tmp_path / folder)
+    (tmp_path / report.BASELINE).parent.mkdir()
+    shutil.copy(ROOT / report.BASELINE, tmp_path / report.BASELINE)  # the verdicts the report compares with
     assert cli.main(["report", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "paper" / "report.md").read_text() == (ROOT / "paper" / "report.md").read_text()
 

@@ -20,7 +20,7 @@ META = {"experiment": "x", "config": {"seeds": 2, "tuning_seeds": 2, "quick": Tr
 
 def experiment(value: float) -> results.Results:
     frame = pd.DataFrame({"seed": np.array([0, 1]), "role": ["tune", "evaluate"], "epoch": np.array([1, 1], np.int32), "test_acc": [value] * 2})
-    tables = {"layers": frame.assign(layer=np.int32(0)), "weights": frame.assign(value=value)}
+    tables = {"layers": frame.assign(layer=np.int32(0)), "first-epoch": frame.assign(value=value)}  # names may hold "-"
     return results.Results(frame, META, tables, {"w": np.full((2, 3), value, np.float32)})
 
 
@@ -54,7 +54,7 @@ def same(read: results.Results, expected: results.Results) -> bool:
 
 def own_files(path) -> list[str]:
     tag = results.read(path).metadata["write_id"][:results.TAG_LENGTH]
-    return sorted(["x.parquet", f"x-layers.{tag}.parquet", f"x-weights.{tag}.parquet", f"x-params.{tag}.npz"])
+    return sorted(["x.parquet", f"x-layers.{tag}.parquet", f"x-first-epoch.{tag}.parquet", f"x-params.{tag}.npz"])
 
 
 def steps_of_a_write(tmp_path, monkeypatch) -> int:
