@@ -273,7 +273,7 @@ def mechanism_table(runs: pd.DataFrame) -> pd.DataFrame:
         distinct_h2=("distinct_h2", "mean"), diverged=("ever_diverged", "mean"),
         final_train_loss=("train_loss", "mean"), eval_acc=("eval_acc", "mean")).reset_index()
     grads = ["grad_l0", "grad_l1", "grad_l2"]
-    table[grads] = table[grads].map(lambda g: f"{g:.2g}")
+    table[grads] = table[grads].map(lambda g: f"{g:.2g}", na_action="ignore")  # blank: a mixture scores none
     return table.round({"distinct_h1": 1, "distinct_h2": 1, "diverged": 2, "final_train_loss": 3,
                         "eval_acc": 3})
 

@@ -51,7 +51,8 @@ def prose(template: Path, **values) -> dict[str, str]:
 def markdown_table(frame: pd.DataFrame) -> str:
     cols = [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    lines += ["| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |"  # blank: not measured
+              for row in frame.itertuples(index=False)]
     return "\n".join(lines)
 
 
@@ -72,7 +73,8 @@ def claims_table(question: int, claims: list[Claim]) -> str:
 def claim_detail(question: int, i: int, claim: Claim) -> str:
     result, unit = claim.result, claim.unit
     rows = pd.DataFrame([{"cell": c.label, f"mean [{result.level:.1%} CI]": claim.shown(c.interval),
-                          "n": c.interval.n, "detectable": unit.number(c.detectable),
+                          "n": c.interval.n,
+                          "detectable": unit.number(c.detectable) if pd.notna(c.detectable) else "",  # none: measured once
                           "seeds for the tolerance": c.seeds_needed or "",
                           "verdict": c.verdict} for c in result.cells])
     return (f'<a id="{claim_id(question, i)}"></a>\n\n**{claim.kind.capitalize()} {i}. {claim.text}** ({claim.source}). '
