@@ -161,7 +161,7 @@ def changes(baseline: Path, table: pd.DataFrame) -> str:
                      "before": before["verdict"].iloc[0], "now": new["verdict"].iloc[0],
                      "cells that moved": "; ".join(
                          f"{c.key}: {c.cell_verdict_before} {c.shown_before} -> {c.cell_verdict} {c.shown}"
-                         for c in moved.fillna("absent").itertuples()).replace("absent absent", "absent")})
+                         for c in moved.astype(object).fillna("absent").itertuples()).replace("absent absent", "absent")})
     dropped = sorted(set(old) - set(table["id"]))
     head = (f"{len(rows)} of {table['id'].nunique()} verdicts differ from the baseline's"
             + (f"; claims no longer made: {', '.join(dropped)}" if dropped else "") + ".")
