@@ -73,8 +73,8 @@ def claims_table(question: int, claims: list[Claim]) -> str:
 def claim_detail(question: int, i: int, claim: Claim) -> str:
     result, unit = claim.result, claim.unit
     rows = pd.DataFrame([{"cell": c.label, f"mean [{result.level:.1%} CI]": claim.shown(c.interval),
-                          "n": c.interval.n,
-                          "detectable": unit.number(c.detectable) if pd.notna(c.detectable) else "",  # none: measured once
+                          "n": c.interval.n,  # a cell measured once has no detectable effect
+                          "detectable": unit.number(c.detectable) if pd.notna(c.detectable) else "",
                           "seeds for the tolerance": c.seeds_needed or "",
                           "verdict": c.verdict} for c in result.cells])
     return (f'<a id="{claim_id(question, i)}"></a>\n\n**{claim.kind.capitalize()} {i}. {claim.text}** ({claim.source}). '
@@ -161,7 +161,8 @@ def changes(baseline: Path, table: pd.DataFrame) -> str:
                      "before": before["verdict"].iloc[0], "now": new["verdict"].iloc[0],
                      "cells that moved": "; ".join(
                          f"{c.key}: {c.cell_verdict_before} {c.shown_before} -> {c.cell_verdict} {c.shown}"
-                         for c in moved.astype(object).fillna("absent").itertuples()).replace("absent absent", "absent")})
+                         for c in moved.astype(object).fillna("absent").itertuples()
+                     ).replace("absent absent", "absent")})
     dropped = sorted(set(old) - set(table["id"]))
     head = (f"{len(rows)} of {table['id'].nunique()} verdicts differ from the baseline's"
             + (f"; claims no longer made: {', '.join(dropped)}" if dropped else "") + ".")
