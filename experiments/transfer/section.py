@@ -55,7 +55,7 @@ def section(results: Results, claims: list[Claim]) -> Section:
                   mlp_accuracy=accuracy["mlp"], linear_accuracy=accuracy["linear"], bayes=bayes,
                   target_classes=TARGET_TASK.classes, steps=steps,
                   long_steps=SLOW_ARMS_FACTOR * steps, batch=target["batch_size"], decay=DECAY,
-                  long_sizes=" and ".join(map(str, LONG_SIZES)), long_factor=LONG_FACTOR, last_share=LAST_SHARE,
+                  long_sizes=" and ".join([", ".join(map(str, LONG_SIZES[:-1])), str(LONG_SIZES[-1])]), long_factor=LONG_FACTOR, last_share=LAST_SHARE,
                   head_rates=f"{HEAD_RATES[0]:g} to {HEAD_RATES[-1]:g}",
                   seeds=stats.evaluation(runs)["seed"].nunique(), tuning_seeds=stats.tuning(runs)["seed"].nunique(),
                   runs=sum(p["runs"] for p in programs),
