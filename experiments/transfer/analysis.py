@@ -23,7 +23,10 @@ GRID_AXES = ("lr", "head_lr")
 
 
 def with_arms(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.assign(arm=[arm_label(s, k) for s, k in zip(frame["strategy"], frame["trainable_layers"])])
+    """`frame` with each row's arm label (one label per distinct strategy and k, not per row)."""
+    pairs = pd.MultiIndex.from_frame(frame[["strategy", "trainable_layers"]])
+    labels = pd.Series([arm_label(s, k) for s, k in pairs.unique()], index=pairs.unique())
+    return frame.assign(arm=labels.reindex(pairs).to_numpy())
 
 
 def per_run(frame: pd.DataFrame) -> pd.DataFrame:
