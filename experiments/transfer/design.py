@@ -234,14 +234,23 @@ def plan(seeds: int, epochs: int | None = None, quick: bool = False) -> list[Pro
     programs.append(Program("linear probe", probe, cells, table="probe", start_from="source mlp"))
     budgets = [(sizes, 1)] if quick else [(tuple(n for n in sizes if n not in LONG_SIZES), 1),
                                           (LONG_SIZES, LONG_FACTOR)]
+    def strategies(epochs: int) -> list[dict]:
+        return [quick_arm(arm) if quick else arm for arm in arms(epochs)]
+
     for group, factor in budgets:
         suffix = f" ({factor}x epochs)" if factor > 1 else ""
-        programs += [arm_program(dict(arm, steps_per_epoch=QUICK_STEPS) if quick else arm, group, similarities, seeds,
-                                 suffix=suffix) for arm in arms(factor * epochs)]
-    strategies = [dict(arm, steps_per_epoch=QUICK_STEPS) if quick else arm for arm in arms(epochs)]
-    first = [dict(arm, epochs=1, evals=1, decay=0.0, final_eval=False, scored=("val_acc",)) for arm in strategies
+        programs += [arm_program(arm, group, similarities, seeds, suffix=suffix) for arm in strategies(factor * epochs)]
+    first = [dict(arm, epochs=1, evals=1, decay=0.0, final_eval=False, scored=("val_acc",)) for arm in strategies(epochs)
              if arm_label(arm["strategy"], arm.get("trainable") or LAYERS) in (FROZEN, NO_FREEZE)]
     return programs + [arm_program(arm, sizes[-1:], similarities, seeds, FIRST_EPOCH) for arm in first]
+
+
+def quick_arm(arm: dict) -> dict:
+    """An arm as `--quick` trains it: fewer steps, and each rate axis cut to
+    its middle two values (still a grid to tune, at rates that train)."""
+    middle = [sorted(set(axis))[(len(set(axis)) - 1) // 2:][:2] for axis in zip(*arm["rates"])]
+    rates = [pair for pair in arm["rates"] if all(rate in keep for rate, keep in zip(pair, middle))]
+    return dict(arm, steps_per_epoch=QUICK_STEPS, rates=rates)
 
 
 def arm_program(arm: dict, sizes, similarities, seeds: int, table: str = MAIN, suffix: str = "") -> Program:
