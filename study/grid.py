@@ -39,22 +39,45 @@ class Timing:
 
 @functools.lru_cache(maxsize=32)
 def _compiled(setup: Setup, devices: tuple, batch_runs: int, pretrained: tuple):
-    """The program for one call: `batch_runs` runs on each device;
-    `pretrained` holds the shapes of the pretrained arrays, which every
-    device receives whole."""
+    """The two programs of one call, `batch_runs` runs on each device: one
+    starts the runs (data and initial weights, one at a time), one trains
+    them (vmapped). `pretrained` holds the shapes of the pretrained arrays,
+    which every device receives whole. Starting is most of a program's code
+    (every random draw), and it reads only the task and the model: programs
+    that differ in how they train start with the same compiled program
+    (the same code: a hit in the compilation caches)."""
     mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
-
-    def per_device(values, weights):
-        runs = jax.lax.map(lambda v: start_run(setup, v, weights), values)
-        return jax.vmap(functools.partial(train_from, setup))(runs)
-
-    program = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P("runs"), P()), out_specs=P("runs"),
-                                      check_vma=False))
     sharding, replicated = (jax.sharding.NamedSharding(mesh, spec) for spec in (P("runs"), P()))
-    shapes = {k: jax.ShapeDtypeStruct((len(devices) * batch_runs,), dt, sharding=sharding)
+    values = {k: jax.ShapeDtypeStruct((len(devices) * batch_runs,), dt, sharding=sharding)
               for k, dt in RUN_VALUES.items()}
     weights = tuple(jax.ShapeDtypeStruct(shape, np.float32, sharding=replicated) for shape in pretrained)
-    return program.lower(shapes, weights).compile(), sharding, replicated
+
+    def start(values, weights):
+        return jax.lax.map(lambda v: start_run(setup, v, weights), values)
+
+    def train(runs):
+        return jax.vmap(functools.partial(train_from, setup))(runs)
+
+    starting = sharded(start, mesh, (P("runs"), P())).lower(values, weights)
+    runs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), starting.out_info)
+    starter, trainer = compiled(starting), compiled(sharded(train, mesh, (P("runs"),)).lower(runs))
+    return (lambda values, weights: trainer(starter(values, weights))), sharding, replicated
+
+
+def sharded(per_device: Callable, mesh, in_specs: tuple):
+    """`per_device` over the runs axis of `mesh`, jitted."""
+    return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=in_specs, out_specs=P("runs"), check_vma=False))
+
+
+_PROGRAMS: dict[str, jax.stages.Compiled] = {}  # by program text
+
+
+def compiled(lowered: jax.stages.Lowered) -> jax.stages.Compiled:
+    """`lowered` compiled once per distinct program text in this process."""
+    text = lowered.as_text()
+    if text not in _PROGRAMS:
+        _PROGRAMS[text] = lowered.compile()
+    return _PROGRAMS[text]
 
 
 def wait(tree, poll_s: float = 0.05):
