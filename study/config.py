@@ -93,8 +93,8 @@ class Tracking:
 class Setup:
     """The static part of a training program.
 
-    Scoring: the loss on the training steps and the test split's loss and
-    accuracy are recorded every epoch; `scored` (of `SCORES`) adds the
+    Scoring: the loss on the training steps and the test split's accuracy
+    are recorded every epoch; `scored` (of `SCORES`) adds the
     rest. The scores taken during training (`eval_acc`, `val_acc`,
     `train_acc`, `distinct_units`) are strided: taken every `eval_every` =
     `epochs / evals` epochs and NaN between. `eval_every` is also the step

@@ -123,16 +123,16 @@ def train_from(setup: Setup, run: Run) -> dict[str, dict | jax.Array]:
         metrics[k] = jnp.full(setup.epochs, jnp.nan).at[setup.eval_every - 1::setup.eval_every].set(v)
     # The last phase's frozen layers are frozen in every earlier phase too,
     # so its view scores the final and the best-validated weights alike.
-    evaluate = functools.partial(scores, setup, run, x=view.data["x_eval"], y=run.data["y_eval"], start=view.start)
+    evaluate = functools.partial(accuracy, setup, run, x=view.data["x_eval"], y=run.data["y_eval"], start=view.start)
     if setup.final_eval:
-        at_end = {"eval_acc": evaluate(params=params)[1]} if "eval_acc" in setup.scored else {}
+        at_end = {"eval_acc": evaluate(params=params)} if "eval_acc" in setup.scored else {}
         at_end |= distinct_units(setup, params) if "distinct_units" in setup.scored else {}
         metrics |= {k: jnp.full(setup.epochs, jnp.nan).at[-1].set(v) for k, v in at_end.items()}
     metrics["bayes_acc"] = run.data["bayes_acc"]
     if "val_acc" in setup.scored:
         metrics["best_epoch"] = best.epoch
     if {"val_acc", "eval_acc"} <= set(setup.scored):
-        metrics["best_eval_acc"] = evaluate(params=best.params)[1]
+        metrics["best_eval_acc"] = evaluate(params=best.params)
     if "initial_grad_norm" in setup.scored:
         metrics.update(initial_grad_norms(setup, run))
     if "probe_acc" in setup.scored:
@@ -185,8 +185,7 @@ def train_epoch(setup: Setup, run: Run, view: View, step, carry, epoch: jax.Arra
 
         (params, opt_state), losses = jax.lax.scan(minibatch, carry, (jnp.arange(len(idx)), idx))
     metrics = {"train_loss": jnp.mean(losses)}
-    metrics["test_loss"], metrics["test_acc"] = scores(setup, run, params, view.data["x_test"], run.data["y_test"],
-                                                       view.start)
+    metrics["test_acc"] = accuracy(setup, run, params, view.data["x_test"], run.data["y_test"], view.start)
     metrics["diverged"] = ~jnp.isfinite(metrics["train_loss"])
     if setup.tracking:
         metrics["params"] = params
@@ -198,10 +197,10 @@ def strided_metrics(setup: Setup, run: Run, view: View, params) -> dict:
     out = {}
     for name in ("eval", "val"):
         if f"{name}_acc" in setup.scored and not (name == "eval" and setup.final_eval):
-            out[f"{name}_acc"] = scores(setup, run, params, view.data[f"x_{name}"], run.data[f"y_{name}"],
-                                        view.start)[1]
+            out[f"{name}_acc"] = accuracy(setup, run, params, view.data[f"x_{name}"], run.data[f"y_{name}"],
+                                          view.start)
     if "train_acc" in setup.scored:
-        out["train_acc"] = scores(setup, run, params, view.data["x_train"], run.data["y_train"], view.start)[1]
+        out["train_acc"] = accuracy(setup, run, params, view.data["x_train"], run.data["y_train"], view.start)
     if "distinct_units" in setup.scored and not setup.final_eval:
         out.update(distinct_units(setup, params))
     return out
@@ -256,7 +255,7 @@ def track(setup: Setup, run: Run, final, history) -> dict:
     def reset(i):
         mixed = jax.tree_util.tree_map_with_path(lambda path, p, p0: p0 if path[1].key == i else p,
                                                  final, run.initial)
-        return scores(setup, run, mixed, run.data["x_eval"], run.data["y_eval"])[1]
+        return accuracy(setup, run, mixed, run.data["x_eval"], run.data["y_eval"])
 
     if "reset_acc" in setup.tracking.measures:
         layers["reset_acc"] = jnp.stack([reset(i) for i in range(len(setup.hidden) + 1)])
@@ -272,10 +271,10 @@ def outputs(setup: Setup, run: Run, params, x: jax.Array, start: int = 0, drop=N
     return nnx.merge(graph, params).outputs(x, drop, start)
 
 
-def scores(setup: Setup, run: Run, params, x: jax.Array, y: jax.Array, start: int = 0):
-    """(loss, accuracy) of the network on (x, y), without regularization."""
+def accuracy(setup: Setup, run: Run, params, x: jax.Array, y: jax.Array, start: int = 0):
+    """The network's accuracy on (x, y)."""
     logits = outputs(setup, run, params, x, start)[-1]
-    return loss_fn(setup, logits, y), jnp.mean(jnp.argmax(logits, -1) == y)
+    return jnp.mean(jnp.argmax(logits, -1) == y)
 
 
 def objective(setup: Setup, run: Run, start: int):

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 METADATA_KEY = b"study"
-COMPRESSION = "zstd"
+COMPRESSION, LEVEL = "zstd", 15  # the committed results: 18.8 MB at 15, 20.0 MB at 3 (4 s more to write)
 TAG_LENGTH = 8  # hex digits of the write id in the names of a write's side files
 
 
@@ -135,8 +135,8 @@ def write_frame(path: Path, frame: pd.DataFrame, metadata) -> None:
     table = table.replace_schema_metadata({**table.schema.metadata, METADATA_KEY: json.dumps(metadata)})
     floats = [field.name for field in table.schema if pa.types.is_floating(field.type)]
     others = [name for name in table.column_names if name not in floats]
-    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp, compression=COMPRESSION, use_dictionary=others,
-                                                        use_byte_stream_split=floats or False))
+    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp, compression=COMPRESSION, compression_level=LEVEL,
+                                                        use_dictionary=others, use_byte_stream_split=floats or False))
 
 
 def read_frame(path: Path) -> tuple[pd.DataFrame, dict]:

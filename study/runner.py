@@ -57,7 +57,7 @@ class Program:
 
 # Per-epoch curves that a tuned grid keeps at its chosen values only: its other
 # values are read for their validation accuracy (the choice and the grid checks).
-CURVES = ("train_loss", "test_loss", "test_acc", "train_acc")
+CURVES = ("train_loss", "test_acc", "train_acc")
 CODE = ("study", "experiments", "pyproject.toml")  # what a results file's git commit vouches for
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "pandas", "pyarrow", "scipy", "seaborn", "matplotlib",
             "markdown")  # every package that shapes a number or a figure

@@ -22,7 +22,7 @@ def test_quick_run_writes_tidy_results_with_provenance(quick):
     res = results.read(quick / "results" / "initialization.parquet")
     frame, meta = res.frame, res.metadata
     assert list(frame.columns[:8]) == ["variant", "optimizer", "activation", "init", "seed", "data_seed", "lr", "role"]
-    for column in ["epoch", "train_loss", "test_loss", "test_acc", "eval_acc", "diverged", "bayes_acc",
+    for column in ["epoch", "train_loss", "test_acc", "eval_acc", "diverged", "bayes_acc",
                    "distinct_h1", "distinct_h2", "grad_norm_l0", "grad_norm_l2"]:
         assert column in frame
     runs = frame.groupby(["variant", "optimizer", "activation", "init", "lr", "seed"]).size()

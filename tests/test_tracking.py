@@ -135,7 +135,7 @@ def test_dropout_is_identity_at_rate_zero_and_off_at_evaluation():
     # program at strength 0, which adds exactly nothing.
     none = grid(config.Setup(regularizer="l1", **SHARED), [VALUES])
     at_zero = grid(config.Setup(regularizer="dropout", input_dropout=0.0, **SHARED), [VALUES])
-    for name in ("train_loss", "test_loss", "eval_acc"):
+    for name in ("train_loss", "test_acc", "eval_acc"):
         np.testing.assert_array_equal(none["epochs"][name], at_zero["epochs"][name], err_msg=name)
     np.testing.assert_array_equal(none["weights"], at_zero["weights"])
 
