@@ -124,6 +124,18 @@ def load(question, out: Path) -> results.Results:
     return results.read(results.path_for(out, question.name))
 
 
+EVALUATED: dict[tuple[str, str], list] = {}  # by question and write id
+
+
+def evaluated(question, res: results.Results) -> list:
+    """The question's claims on `res`, evaluated once per write in a process
+    (figures and the report read the same claims)."""
+    key = (question.name, res.metadata["write_id"])
+    if key not in EVALUATED:
+        EVALUATED[key] = question.claims(res)
+    return EVALUATED[key]
+
+
 @contextlib.contextmanager
 def writing(what: str, folder: Path):
     """Check that `folder` can take files, and turn an OSError while writing
@@ -141,7 +153,7 @@ def cmd_figures(args) -> None:
     folder = Path(args.out) / "figures"
     for question, res in loaded:
         with writing("figures", folder):
-            drawn = question.figures(res, question.claims(res))
+            drawn = question.figures(res, evaluated(question, res))
             paths = [p for f in drawn for p in figures.save(f, question.name, args.out)]
             paths.append(figures.save_captions(drawn, question.name, args.out, res.metadata["write_id"]))
         log(f"[{question.name}] wrote {len(paths)} figure files to {folder}")
@@ -158,8 +170,8 @@ def captions_of(question, res: results.Results, out: Path) -> list[tuple[str, st
 
 def chapter(number: int, question, res: results.Results, captions: list[tuple[str, str]]) -> report.Chapter:
     """A question's part of the report, from its results and the captions of figures drawn from them."""
-    evaluated = question.claims(res)
-    return report.Chapter(number, question, evaluated, question.section(res, evaluated), res.metadata, captions)
+    claimed = evaluated(question, res)
+    return report.Chapter(number, question, claimed, question.section(res, claimed), res.metadata, captions)
 
 
 def cmd_report(args) -> None:
