@@ -1,12 +1,16 @@
 """`study all --quick` once (one pytest-xdist worker runs a file's tests):
-its results, figures and report, and `study verify` on them."""
+its results, figures and report, `study verify` on them, and the notebook
+API on the same programs."""
 
+import os
 import shutil
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
 
+import study
 from study import cli, config, registry, results, stats
 
 
@@ -144,3 +148,15 @@ def test_every_claim_reads_its_cells_on_the_evaluation_seeds_only(quick):
                 ids = stats.seed_ids(values)
                 assert ids, (question.name, claim.text, label)
                 assert claim.design_check or min(ids) >= tuning, (question.name, claim.text, label, ids)
+
+
+def test_run_and_figures_from_python_write_nothing_and_keep_the_backend(quick, tmp_path, monkeypatch):
+    """The notebook API, after the quick study in this process: its programs are compiled already."""
+    monkeypatch.chdir(tmp_path)
+    matplotlib.use("pdf")  # a backend the study's own CLI never picks
+    res = study.run("layer_convergence", quick=True)  # the programs of `study all --quick`
+    assert set(res.frame["optimizer"]) == {"adam", "sgd"} and res.frame["epoch"].max() == 10
+    assert {"layers", "weights"} <= set(res.tables) and res.metadata["config"]["seeds"] == 2
+    drawn = study.draw("layer_convergence", res)
+    assert "summary" in drawn and drawn["summary"].axes
+    assert matplotlib.get_backend() == "pdf" and os.listdir(tmp_path) == []
