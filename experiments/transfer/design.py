@@ -234,6 +234,7 @@ def plan(seeds: int, epochs: int | None = None, quick: bool = False) -> list[Pro
     programs.append(Program("linear probe", probe, cells, table="probe", start_from="source mlp"))
     budgets = [(sizes, 1)] if quick else [(tuple(n for n in sizes if n not in LONG_SIZES), 1),
                                           (LONG_SIZES, LONG_FACTOR)]
+
     def strategies(epochs: int) -> list[dict]:
         return [quick_arm(arm) if quick else arm for arm in arms(epochs)]
 
