@@ -7,10 +7,10 @@ program is two `jit(shard_map(...))` stages over a 1-D mesh named `runs`
 that spans every device. One call trains `batch_runs` runs on each device:
 the first stage starts them one at a time (`loop.start_run` under
 `lax.map`), the second trains them together (`loop.train_from` under
-`vmap`), every training a `lax.scan` over epochs (see `study.loop`). A grid of any size is a sequence of such calls
-to the same compiled program, so grids of one setup and different sizes
-(a learning-rate grid on the tuning seeds, its chosen rates on the
-evaluation seeds) compile once.
+`vmap`), every training a `lax.scan` over epochs (see `study.loop`). A
+grid of any size is a sequence of such calls to the same compiled stages,
+so grids of one setup and different sizes (a learning-rate grid on the
+tuning seeds, its chosen rates on the evaluation seeds) compile once.
 """
 
 from __future__ import annotations

@@ -55,6 +55,21 @@ def half_width(spread, n, level: float, power: float | None = None):
     return quantile * spread / np.sqrt(n)
 
 
+def t_interval(mean, spread, n, level: float):
+    """The ends (lo, hi) of Student-t intervals of means over `n` seeds
+    (arrays broadcast): infinitely wide below 2 seeds, NaN with none."""
+    n = np.asarray(n)
+    with np.errstate(invalid="ignore"):
+        half = np.where(n >= 2, half_width(spread, np.maximum(n, 2), level), np.inf)
+    return np.where(n > 0, mean - half, np.nan), np.where(n > 0, mean + half, np.nan)
+
+
+def spread_of(std, lowest, highest):
+    """The seeds' spread: their standard deviation, exactly zero where all are
+    equal (no rounding residue)."""
+    return np.where(highest > lowest, std, 0.0)
+
+
 def mean_ci(values, level: float = LEVEL, bounds: tuple[float, float] = (-np.inf, np.inf)) -> Interval:
     """Mean of `values` (shape (seeds,)) with its Student-t interval, clipped
     to `bounds` (the range of the statistic); NaNs dropped.
@@ -66,11 +81,10 @@ def mean_ci(values, level: float = LEVEL, bounds: tuple[float, float] = (-np.inf
     if x.size == 0:
         return Interval(np.nan, np.nan, np.nan, 0)
     mean = float(x.mean())
-    if x.size < 2:
+    if x.size < 2:  # unclipped: no data, whatever the bounds
         return Interval(mean, -np.inf, np.inf, 1)
-    spread = x.std(ddof=1) if np.ptp(x) > 0 else 0.0  # exact zero: no rounding residue
-    half = half_width(spread, x.size, level)
-    return Interval(mean, max(mean - half, bounds[0]), min(mean + half, bounds[1]), int(x.size))
+    lo, hi = t_interval(mean, spread_of(x.std(ddof=1), x.min(), x.max()), x.size, level)
+    return Interval(mean, max(float(lo), bounds[0]), min(float(hi), bounds[1]), int(x.size))
 
 
 def family_level(cells: int) -> float:
@@ -126,12 +140,9 @@ def summarize(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
     x = frame[value].astype(float)
     groups = frame.assign(**{value: x.where(np.isfinite(x))}).groupby(by, sort=False, observed=True)[value]
     table = groups.agg(["mean", "std", "count", "min", "max"])
-    n = table["count"].to_numpy()
-    spread = np.where(table["max"] > table["min"], table["std"], 0.0)  # exact zero: no rounding residue
-    with np.errstate(invalid="ignore"):
-        half = np.where(n >= 2, half_width(spread, np.maximum(n, 2), LEVEL), np.inf)
-    mean = table["mean"].to_numpy()
-    lo, hi = np.where(n > 0, mean - half, np.nan), np.where(n > 0, mean + half, np.nan)
+    mean, n = table["mean"].to_numpy(), table["count"].to_numpy()
+    spread = spread_of(table["std"].to_numpy(), table["min"].to_numpy(), table["max"].to_numpy())
+    lo, hi = t_interval(mean, spread, n, LEVEL)
     return table.index.to_frame(index=False).assign(mean=mean, lo=lo, hi=hi, n=n)
 
 

@@ -25,7 +25,8 @@ GRID_AXES = ("lr", "head_lr")
 def with_arms(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with each row's arm label (one label per distinct strategy and k, not per row)."""
     pairs = pd.MultiIndex.from_frame(frame[["strategy", "trainable_layers"]])
-    labels = pd.Series([arm_label(s, k) for s, k in pairs.unique()], index=pairs.unique())
+    distinct = pairs.unique()
+    labels = pd.Series([arm_label(s, k) for s, k in distinct], index=distinct)
     return frame.assign(arm=labels.reindex(pairs).to_numpy())
 
 
