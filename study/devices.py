@@ -1,10 +1,15 @@
 """Device set-up, done once by the CLI before the first computation.
 
-On CPU every core becomes one JAX device, so a grid's runs spread over the
-cores through the same `runs` mesh that spreads them over GPUs. Each device
-then computes with a single thread: XLA's multi-threaded CPU kernels may
-split a reduction differently from one call to the next and change the last
-bits, and with one thread per device reruns are bit-identical.
+On CPU every core becomes `DEVICES_PER_CORE` JAX devices, so a grid's runs
+spread over the cores through the same `runs` mesh that spreads them over
+GPUs. Each device computes with a single thread: XLA's multi-threaded CPU
+kernels may split a reduction differently from one call to the next and
+change the last bits, and with one thread per device reruns are
+bit-identical. A call gives every device the same share of runs, so with one
+device per core a core that another process slows sets the wall time; with
+two, the operating system moves the device threads onto whichever core is
+free (the README's measurements). JAX's own $JAX_NUM_CPU_DEVICES, where
+set, chooses the count instead.
 
 Compiled programs are kept in a persistent cache (`cache_dir()`), so a rerun
 of the same grid loads its programs instead of compiling them again.
@@ -20,6 +25,7 @@ from pathlib import Path
 import jax
 
 DETERMINISTIC_CPU_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+DEVICES_PER_CORE = 2
 CACHE_ENV = "STUDY_CACHE_DIR"  # the compilation cache's directory; empty: no cache
 CACHE_EVENTS = collections.Counter()  # JAX's persistent-cache events, e.g. ".../cache_hits"
 
@@ -43,14 +49,15 @@ def cache_counts() -> tuple[int, int]:
             CACHE_EVENTS["/jax/compilation_cache/cache_misses"])
 
 
-def configure(cpu_devices: int | None = None, distributed: bool = False, cache: bool = True) -> None:
+def configure(distributed: bool = False, cache: bool = True) -> None:
     """Set the XLA flags, CPU device count and compilation cache, and join a
     multi-host job (the cluster from the environment, see `cluster_from_env`).
     Must run before the first computation."""
     flags = os.environ.get("XLA_FLAGS", "")
     if DETERMINISTIC_CPU_FLAGS not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_CPU_FLAGS}".strip()
-    jax.config.update("jax_num_cpu_devices", cpu_devices or os.cpu_count() or 1)
+    if "JAX_NUM_CPU_DEVICES" not in os.environ:
+        jax.config.update("jax_num_cpu_devices", DEVICES_PER_CORE * (os.cpu_count() or 1))
     if cache and cache_dir() is not None:
         jax.config.update("jax_compilation_cache_dir", str(cache_dir()))
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)

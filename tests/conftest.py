@@ -5,18 +5,21 @@ Tests compile many small programs and train them for seconds: XLA's backend
 optimizations at level 0 and its older CPU emitters (no fusion emitters)
 compile in about half the time, and every property tested (equal results
 across grid layouts and processes, recorded values, masks) holds with any
-flags. Subprocesses inherit the flags through XLA_FLAGS.
+flags. Subprocesses inherit the flags through XLA_FLAGS; they choose their
+device count as the `study` command does.
 """
 
 import os
 import subprocess
 import sys
 
-from study import devices
-
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
-devices.configure(cpu_devices=2)
+os.environ["JAX_NUM_CPU_DEVICES"] = "2"  # read when JAX is imported
+
+from study import devices  # noqa: E402 - after the environment it reads
+
+devices.configure()
 
 # The smallest grid a fresh process runs: the experiment with the fewest and
 # smallest programs, 2 seeds, 2 epochs.
@@ -25,5 +28,6 @@ SMALLEST = ["run", "layer_convergence", "--quick", "--seeds", "2", "--epochs", "
 
 def study_process(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     """`study ARGS` in a new Python process, stderr piped."""
-    return subprocess.Popen([sys.executable, "-m", "study.cli", *args], env={**os.environ, **env},
+    inherited = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
+    return subprocess.Popen([sys.executable, "-m", "study.cli", *args], env={**inherited, **env},
                             stderr=subprocess.PIPE, text=True)

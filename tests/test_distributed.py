@@ -4,6 +4,7 @@ cluster: the grid is sharded over both processes' devices, every process
 gathers the results, process 0 writes them, and they are the data one
 process computes."""
 
+import os
 import socket
 
 import pandas as pd
@@ -36,10 +37,13 @@ def free_port() -> int:
 
 def test_two_fresh_processes_give_identical_data_with_a_cold_and_a_warm_cache(fresh_runs):
     """The same command in two new processes: the first compiles into an
-    empty compilation cache, the second loads from it; same data."""
+    empty compilation cache, the second loads from it; same data. Each
+    spreads its runs over `DEVICES_PER_CORE` CPU devices per core."""
     frames = []
     for out, stderr in fresh_runs:
         assert ("programs loaded" in stderr) and (out.name == "cold") == (" 0 programs loaded" in stderr)
+        count = results.read(out / "results" / "layer_convergence.parquet").metadata["devices"]["count"]
+        assert count == devices.DEVICES_PER_CORE * os.cpu_count()
         frames.append(pd.read_parquet(out / "results" / "layer_convergence.parquet").drop(columns="step_time_s"))
     pd.testing.assert_frame_equal(*frames)
 
