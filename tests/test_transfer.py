@@ -303,6 +303,16 @@ def test_a_rate_on_the_grid_end_is_rising_when_it_beats_its_neighbour_by_more_th
     assert edges["on_end"].tolist() == [True, True, False] and edges["rising"].tolist() == [True, False, False]
 
 
+def test_a_rising_end_is_beyond_noise_only_when_its_gain_holds_across_the_tuning_seeds():
+    steady = rate_grid({1e-3: 0.80, 1e-2: 0.850, 1e-1: 0.853}, 4)  # +0.3 pt on both seeds
+    noisy = rate_grid({1e-3: 0.80, 1e-2: 0.850, 1e-1: 0.853}, 16)
+    end = noisy["lr"] == 1e-1
+    noisy.loc[end, "val_acc"] += np.where(noisy.loc[end, "seed"] == 0, 0.01, -0.01)  # +1.3 and -0.7 pt
+    edges = analysis.grid_edges(pd.concat([steady, noisy])).set_index("n_target")
+    assert edges["gain"].to_numpy() == pytest.approx([0.003, 0.003])
+    assert edges["rising"].tolist() == [True, True] and edges["beyond_noise"].tolist() == [True, False]
+
+
 def test_the_plateau_test_reads_the_evaluation_seeds_before_the_rate_decays_at_each_budget():
     """From 60% to 80% of each run's training (a size trained 4x as long
     has its own span); the tuning seeds' accuracies never enter."""

@@ -46,6 +46,7 @@ def section(results: Results, claims: list[Claim]) -> Section:
     table = table[["n_target", "similarity", "best", "accuracy", "runner_up", "margin", "verdict"]]
     chosen = grid_edges(results.frame).groupby(["arm", "axis"]).agg(
         cells=("on_end", "size"), on_an_end=("on_end", "sum"), rising_at_an_end=("rising", "sum"),
+        beyond_noise=("beyond_noise", "sum"),
         largest_gain_pt=("gain", lambda v: round(100 * v.max(), 2)),
         rates=("rate", lambda v: ", ".join(f"{r:g}" for r in sorted(set(v)))))
     model = transfer_model(results)
@@ -74,5 +75,6 @@ def section(results: Results, claims: list[Claim]) -> Section:
         ("The rates selected on validation per arm and rate axis (`lr`: the body's, or every layer's, or a "
          "head alone's; `head_lr`: a new head's beside trained layers): over how many cells, how many of them "
          "on an end of the axis, how many of those beat their inner neighbour by more than 0.2 pt of mean "
-         "validation accuracy over the tuning seeds, the largest such gain, and the distinct rates chosen.",
+         "validation accuracy over the tuning seeds, how many of these beat it beyond the gain's 95% interval "
+         "paired over the tuning seeds, the largest such gain, and the distinct rates chosen.",
          chosen.reset_index())])
