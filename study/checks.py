@@ -67,8 +67,8 @@ def grid_edges(frame: pd.DataFrame, cell: list[str], axes: tuple[str, ...] = ("l
 
 def beyond_noise(edges: pd.DataFrame) -> str:
     """How many of `grid_edges`' rising ends rise beyond the tuning seeds' noise, in words."""
-    return (f"{edges['rising'].sum()} such, {edges['beyond_noise'].sum()} of them beyond the 95% interval of the "
-            "gain paired over the tuning seeds")
+    return (f"{edges['rising'].sum()} rising, {edges['beyond_noise'].sum()} of these beyond the 95% interval of "
+            "the gain paired over the tuning seeds")
 
 
 def tuned_check(frame: pd.DataFrame, cell: list[str], label: Callable = str, at: str = "best") -> Claim:
