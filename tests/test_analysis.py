@@ -56,7 +56,12 @@ def test_settled_check_is_the_share_of_convergence_epochs_in_the_budgets_last_qu
     layers = pd.concat([layer_rows(0, [8.0, 1.0, 0.5, 0.5], [5.0, 3.0, 2.0, 0.0], [0.5, 0.8, 0.95, 1.0]),
                         layer_rows(1, [0.5, 0.5, 1.0, 8.0], [5.0, 0.5, 0.2, 0.0], [0.95, 0.99, 1.0, 1.0])])
     conv = layer_convergence.convergence(layers)
-    checks = layer_convergence.settled_checks(layer_convergence.late_shares(conv, layers))
+    tails = layer_convergence.tail_shares(layers)
+    # the last quarter (epoch 4) holds 0.5 of layer 0's summed 10 and 8 of layer 1's: median (5% + 80%) / 2
+    assert tails.loc[("stated", "sgd", "relu")].tolist() == pytest.approx([0.425, 0.425])
+    checks = layer_convergence.settled_checks(layer_convergence.late_shares(conv, layers), tails)
+    assert "holds a median 43% of a layer's summed change" in checks[0].statistic
+    assert "summed change" not in checks[2].statistic  # distance to final is no sum
     shares = {c.text.split("Measure: ")[1]: c.cells["stated / sgd / relu"].mean for c in checks}
     # epochs: tracked [2, 4], relative [2, 4], distance [4, 2], CKA [3, 1]
     assert shares == {"tracked weights (source).": 0.5, "relative change.": 0.5, "distance to final.": 0.5,
