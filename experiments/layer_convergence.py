@@ -276,9 +276,8 @@ def tail_shares(layers: pd.DataFrame) -> pd.DataFrame:
     quarter. Above 1 - MOVED, the convergence epoch falls in that quarter
     whatever the budget: the layer is still moving there."""
     tail = layers["epoch"] > LATE * layers.groupby("variant")["epoch"].transform("max")
-    shares = {}
+    runs, shares = [layers[c] for c in KEYS], {}
     for name, change in [("tracked weights (source)", tracked_change(layers)), ("relative change", layers["rel_change"])]:
-        runs = [layers[c] for c in KEYS]
         share = change.where(tail, 0.0).groupby(runs).sum() / change.groupby(runs).sum()
         shares[name] = share.groupby(level=CELL, sort=False).median()
     return pd.DataFrame(shares)
@@ -293,9 +292,9 @@ def settled_checks(late: pd.DataFrame, tails: pd.DataFrame) -> list[Claim]:
             return ""
         low, high = (f"{tails[measure].agg(end):.0%}" for end in ("min", "max"))
         span = low if low == high else f"{low} to {high}"
-        return (f" The budget's last quarter holds a median {span} of a layer's summed change over "
-                f"the cells: above {1 - MOVED:.0%}, the {MOVED:.0%} mark falls in it, and a layer still moving at a steady "
-                "rate makes a larger share of its change there the longer the budget.")
+        return (f" The budget's last quarter holds a median {span} of a layer's summed change over the cells: "
+                f"above {1 - MOVED:.0%}, the {MOVED:.0%} mark falls in it, and a layer still moving at a steady rate "
+                "makes a larger share of its change there the longer the budget.")
 
     return [Claim(source="this study", text=f"Layers settle within the budget. Measure: {measure}.",
                   source_number="none", statistic="the share of (run, layer) convergence epochs in the last quarter "
