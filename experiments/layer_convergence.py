@@ -273,11 +273,12 @@ def late_shares(conv: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
 def tail_shares(layers: pd.DataFrame) -> pd.DataFrame:
     """Per cell (rows) and cumulative measure (columns): the median over
     (run, layer) of the share of its summed change made in the budget's last
-    quarter. Above 1 - MOVED, the convergence epoch falls in that quarter
-    whatever the budget: the layer is still moving there."""
+    quarter. Above 1 - MOVED, the convergence epoch falls in that quarter:
+    the layer is still moving there."""
     tail = layers["epoch"] > LATE * layers.groupby("variant")["epoch"].transform("max")
     runs, shares = [layers[c] for c in KEYS], {}
-    for name, change in [("tracked weights (source)", tracked_change(layers)), ("relative change", layers["rel_change"])]:
+    changes = {"tracked weights (source)": tracked_change(layers), "relative change": layers["rel_change"]}
+    for name, change in changes.items():
         share = change.where(tail, 0.0).groupby(runs).sum() / change.groupby(runs).sum()
         shares[name] = share.groupby(level=CELL, sort=False).median()
     return pd.DataFrame(shares)
