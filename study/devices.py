@@ -26,6 +26,7 @@ import jax
 
 DETERMINISTIC_CPU_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 DEVICES_PER_CORE = 2
+DEVICES_ENV = "JAX_NUM_CPU_DEVICES"  # JAX's own: where set, it chooses the CPU device count
 CACHE_ENV = "STUDY_CACHE_DIR"  # the compilation cache's directory; empty: no cache
 CACHE_EVENTS = collections.Counter()  # JAX's persistent-cache events, e.g. ".../cache_hits"
 
@@ -56,7 +57,7 @@ def configure(distributed: bool = False, cache: bool = True) -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     if DETERMINISTIC_CPU_FLAGS not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_CPU_FLAGS}".strip()
-    if "JAX_NUM_CPU_DEVICES" not in os.environ:
+    if DEVICES_ENV not in os.environ:
         jax.config.update("jax_num_cpu_devices", DEVICES_PER_CORE * (os.cpu_count() or 1))
     if cache and cache_dir() is not None:
         jax.config.update("jax_compilation_cache_dir", str(cache_dir()))

@@ -15,7 +15,7 @@ import sys
 
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
-os.environ["JAX_NUM_CPU_DEVICES"] = "2"  # read when JAX is imported
+os.environ["JAX_NUM_CPU_DEVICES"] = "2"  # devices.DEVICES_ENV, read when JAX is imported
 
 from study import devices  # noqa: E402 - after the environment it reads
 
@@ -28,6 +28,6 @@ SMALLEST = ["run", "layer_convergence", "--quick", "--seeds", "2", "--epochs", "
 
 def study_process(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     """`study ARGS` in a new Python process, stderr piped."""
-    inherited = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
+    inherited = {k: v for k, v in os.environ.items() if k != devices.DEVICES_ENV}
     return subprocess.Popen([sys.executable, "-m", "study.cli", *args], env={**inherited, **env},
                             stderr=subprocess.PIPE, text=True)
