@@ -90,6 +90,21 @@ class Tracking:
 
 
 @dataclasses.dataclass(frozen=True)
+class Start:
+    """What starting a run reads (`loop.start_run`: its data and initial
+    weights), `Setup.start`: programs whose setups differ only in how they
+    train share one compiled start."""
+
+    task: data_lib.TwoGaussians | data_lib.Mixture
+    hidden: tuple[int, ...]
+    n_out: int
+    activations: tuple[str, ...]
+    schemes: tuple[str, ...]
+    init_biases: bool
+    pretrained: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class Setup:
     """The static part of a training program.
 
@@ -183,6 +198,11 @@ class Setup:
         elif self.batches_per_epoch * (self.batch_size or self.task.n_train) > self.task.n_train:
             raise ValueError(f"{self.batches_per_epoch} minibatches of {self.batch_size} exceed "
                              f"the {self.task.n_train} training points")
+
+    @property
+    def start(self) -> Start:
+        """The part of this setup that starting a run reads."""
+        return Start(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Start)})
 
     @property
     def batches_per_epoch(self) -> int:

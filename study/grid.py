@@ -25,7 +25,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from study import devices as devices_lib
-from study.config import OPTIONAL, RUN_VALUES, Setup
+from study.config import OPTIONAL, RUN_VALUES, Setup, Start
 from study.loop import start_run, train_from
 
 
@@ -37,30 +37,44 @@ class Timing:
     cache_hits: int = 0  # programs loaded from the persistent compilation cache
 
 
-@functools.lru_cache(maxsize=32)
-def _compiled(setup: Setup, devices: tuple, batch_runs: int, pretrained: tuple):
-    """The two programs of one call, `batch_runs` runs on each device: one
-    starts the runs (data and initial weights, one at a time), one trains
-    them (vmapped). `pretrained` holds the shapes of the pretrained arrays,
-    which every device receives whole. Starting is most of a program's code
-    (every random draw), and it reads only the task and the model: programs
-    that differ in how they train start with the same compiled program
-    (the same code: a hit in the compilation caches)."""
+def _mesh(devices: tuple):
+    """The 1-D mesh over `devices` and its shardings: split over runs, and whole on every device."""
     mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
-    sharding, replicated = (jax.sharding.NamedSharding(mesh, spec) for spec in (P("runs"), P()))
+    return mesh, *(jax.sharding.NamedSharding(mesh, spec) for spec in (P("runs"), P()))
+
+
+@functools.lru_cache(maxsize=32)
+def _starter(start: Start, devices: tuple, batch_runs: int, pretrained: tuple):
+    """The compiled program that starts `batch_runs` runs on each device (data
+    and initial weights, one run at a time) and the shapes of its output.
+    Starting is most of a program's code (every random draw) and reads only
+    `start`: programs that differ in how they train trace, lower and compile
+    it once. `pretrained` holds the shapes of the pretrained arrays, which
+    every device receives whole."""
+    mesh, sharding, replicated = _mesh(devices)
     values = {k: jax.ShapeDtypeStruct((len(devices) * batch_runs,), dt, sharding=sharding)
               for k, dt in RUN_VALUES.items()}
     weights = tuple(jax.ShapeDtypeStruct(shape, np.float32, sharding=replicated) for shape in pretrained)
 
-    def start(values, weights):
-        return jax.lax.map(lambda v: start_run(setup, v, weights), values)
+    def per_device(values, weights):
+        return jax.lax.map(lambda v: start_run(start, v, weights), values)
+
+    lowered = sharded(per_device, mesh, (P("runs"), P())).lower(values, weights)
+    return compiled(lowered), lowered.out_info
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(setup: Setup, devices: tuple, batch_runs: int, pretrained: tuple):
+    """The two programs of one call, `batch_runs` runs on each device: one
+    starts the runs (`_starter`), one trains them (vmapped)."""
+    mesh, sharding, replicated = _mesh(devices)
+    starter, started = _starter(setup.start, devices, batch_runs, pretrained)
+    runs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), started)
 
     def train(runs):
         return jax.vmap(functools.partial(train_from, setup))(runs)
 
-    starting = sharded(start, mesh, (P("runs"), P())).lower(values, weights)
-    runs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), starting.out_info)
-    starter, trainer = compiled(starting), compiled(sharded(train, mesh, (P("runs"),)).lower(runs))
+    trainer = compiled(sharded(train, mesh, (P("runs"),)).lower(runs))
     return (lambda values, weights: trainer(starter(values, weights))), sharding, replicated
 
 

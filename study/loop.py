@@ -19,7 +19,7 @@ from flax import nnx
 
 from study import data as data_lib
 from study import measures
-from study.config import DATA_STREAM, DROPOUT, DROPOUT_STREAM, INIT_STREAM, SHUFFLE_STREAM, Setup
+from study.config import DATA_STREAM, DROPOUT, DROPOUT_STREAM, INIT_STREAM, SHUFFLE_STREAM, Setup, Start
 from study.network import build_model, dropout, flat_params, frozen_step, kernels, load_body, loss_fn, penalty
 
 
@@ -80,21 +80,22 @@ def train_run(setup: Setup, values: dict[str, jax.Array],
     `setup.pretrained` the hidden layers start from `pretrained`'s row
     `values["seed"]`.
     """
-    return train_from(setup, start_run(setup, values, pretrained))
+    return train_from(setup, start_run(setup.start, values, pretrained))
 
 
-def start_run(setup: Setup, values: dict, pretrained: tuple = ()) -> Run:
-    """Draw the run's data and initial parameters, loading a pretrained body.
+def start_run(start: Start, values: dict, pretrained: tuple = ()) -> Run:
+    """Draw the run's data and initial parameters, loading a pretrained body
+    (`start`: what of the run's `Setup` this reads).
 
     Runs start one at a time even when they train `batch_runs` at a time:
     batched LAPACK calls (the QR of orthogonal initialization and of a
     `Mixture`'s geometry) can deadlock XLA's CPU thread pool."""
     seed_key = jax.random.key(values["seed"])
     data_key = jax.random.fold_in(jax.random.key(values["data_seed"]), DATA_STREAM)
-    data = data_lib.sample(setup.task, data_key, values["similarity"])
-    model = build_model(setup, values, jax.random.fold_in(seed_key, INIT_STREAM))
+    data = data_lib.sample(start.task, data_key, values["similarity"])
+    model = build_model(start, values, jax.random.fold_in(seed_key, INIT_STREAM))
     params = nnx.state(model)
-    if setup.pretrained:
+    if start.pretrained:
         params = load_body(params, pretrained, values["seed"])
     return Run(values, data, params, jax.random.fold_in(seed_key, SHUFFLE_STREAM),
                jax.random.fold_in(seed_key, DROPOUT_STREAM))

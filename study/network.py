@@ -18,11 +18,11 @@ import optax
 from flax import nnx
 
 from study import inits
-from study.config import MAX_NORM, OPTIMIZERS, Setup
+from study.config import MAX_NORM, OPTIMIZERS, Setup, Start
 from study.models import MLP, layer_table, select_activation
 
 
-def build_model(setup: Setup, values: dict, key) -> MLP:
+def build_model(setup: Setup | Start, values: dict, key) -> MLP:
     """The run's model; `values["init"]` and `values["activation"]` may be traced."""
     kernel_init = inits.select(setup.schemes, values["init"])
     bias_init = inits.like_weights(kernel_init) if setup.init_biases else nnx.initializers.zeros

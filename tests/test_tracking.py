@@ -174,7 +174,7 @@ def test_reset_accuracy_is_the_accuracy_with_that_layer_back_at_its_start():
     large-sample accuracy with one weight matrix and bias put back."""
     setup = config.Setup(keep_params=True, **SHARED)
     out = grid(setup, [VALUES])
-    run = loop.start_run(setup, {**dict.fromkeys(config.OPTIONAL, 0), **VALUES})
+    run = loop.start_run(setup.start, {**dict.fromkeys(config.OPTIONAL, 0), **VALUES})
     initial = network.flat_params(run.initial)
     final = [np.asarray(p[0]) for p in out["params"]]
     x, y = np.asarray(run.data["x_eval"]), np.asarray(run.data["y_eval"])

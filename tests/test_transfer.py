@@ -149,7 +149,7 @@ def test_frozen_features_computed_once_train_the_same_head(staged):
     values = {"seed": [0, 1], "data_seed": [0, 1], "init": [0, 0], "activation": [0, 0], "lr": [0.1, 0.1],
               "strength": [0.0, 0.0], "n_target": [2, 20], "similarity": [1.0, 0.0]}
     fast, slow = (train_grid(s, values, pretrained=pretrained)[0] for s in (shortcut, full))
-    run = loop.start_run(shortcut, {k: v[0] for k, v in values.items()}, pretrained)
+    run = loop.start_run(shortcut.start, {k: v[0] for k, v in values.items()}, pretrained)
     assert [loop.frozen_view(shortcut, run, run.initial, k).start for k in (1, 2, None)] == [2, 1, 0]
     assert loop.frozen_view(full, run, run.initial, 1).start == 0
     for a, b in zip(fast["params"], slow["params"]):
@@ -182,7 +182,7 @@ def test_minibatches_come_from_the_runs_training_prefix_only():
     n * classes training points, afresh every epoch."""
     setup = small_setup()
     values = {**VALUES, "seed": 0, "data_seed": 0, "n_target": 2, "similarity": 1.0}
-    run = loop.start_run(setup, values)
+    run = loop.start_run(setup.start, values)
     first, second = (np.asarray(loop.batch_indices(setup, run, epoch)) for epoch in (0, 1))
     assert first.shape == (3, 8) and set(first.ravel()) | set(second.ravel()) <= set(range(2 * 3))
     assert not np.array_equal(first, second)
@@ -198,7 +198,7 @@ def test_the_linear_probe_is_the_converged_penalized_logistic_regression(staged)
     values = {"seed": [1], "data_seed": [1], "init": [0], "activation": [0], "lr": [0.0], "n_target": [12],
               "similarity": [0.5]}
     compiled = train_grid(setup, values, pretrained=pretrained)[0]["epochs"]["probe_acc"][0]
-    run = loop.start_run(setup, {k: v[0] for k, v in values.items()}, pretrained)
+    run = loop.start_run(setup.start, {k: v[0] for k, v in values.items()}, pretrained)
     view = loop.frozen_view(setup, run, run.initial, 1)
     x = np.asarray(view.data["x_train"], np.float64)[:12 * 3]
     y = np.asarray(run.data["y_train"])[:12 * 3]
