@@ -120,17 +120,22 @@ LR = 1e-3  # the source's rate
 # Scratch's and a head alone's reach one step lower than the run that placed
 # them, where scratch chose its lowest rate in 4 cells (64 and 256 per class)
 # and random features in 5 of 5 at 64 per class (each of these five above its
-# neighbour beyond the tuning seeds' 95% interval).
+# neighbour beyond the tuning seeds' 95% interval). The fine-tuned bodies'
+# grids then reach one step further where their chosen rates rose on an end
+# beyond that interval: finetune_all's lower (1024 per class, similarity 1),
+# finetune_top k=2's lower (64 and 256 per class), k=3's higher (4 per class,
+# similarity 0: 1.8 pt) and lower, k=4's lower (its low end rose at similarity 1).
 SCRATCH_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)  # every layer from random weights (scratch)
 
 
 REINIT_RATES = (1e-3, 3e-3, 1e-2, 3e-2)  # reinit's layers below the head
 
 
-TOP_RATES = {2: (3e-3, 1e-2, 3e-2, 1e-1), 3: (1e-3, 3e-3, 1e-2, 3e-2), 4: (1e-3, 3e-3, 1e-2, 3e-2)}  # finetune_top k
+TOP_RATES = {2: (1e-3, 3e-3, 1e-2, 3e-2, 1e-1), 3: (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),  # finetune_top k
+             4: (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)}
 
 
-BODY_RATES = (1e-3, 3e-3, 1e-2, 3e-2)  # finetune_all's and wide_head's pretrained layers (1e-4 lost 5-20 pt)
+BODY_RATES = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)  # finetune_all's and wide_head's pretrained layers (1e-4 lost 5-20 pt)
 
 
 # A new head beside trained layers: every such arm crosses them with its body's.
