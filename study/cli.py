@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib.metadata
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -317,8 +320,50 @@ def build_parser() -> Parser:
     return parser
 
 
+def interrupt_outside_gc(signum, frame):
+    """Ctrl-C as KeyboardInterrupt, except inside a garbage collector's
+    callback (JAX registers one), where Python would print the exception
+    as a traceback and drop it: the signal is then sent again a moment later."""
+    callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in callbacks:
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return
+        frame = frame.f_back
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupts_outside_gc():
+    """`interrupt_outside_gc` while the command runs, where Ctrl-C raises
+    (Python's default handler, in the main thread); elsewhere, as it was."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    signal.signal(signal.SIGINT, interrupt_outside_gc)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")  # figures go to files; the library leaves a notebook's backend alone
+    try:
+        with interrupts_outside_gc():
+            return run_command(argv)
+    except KeyboardInterrupt:
+        print("study: interrupted; files already written are complete, the rest were not written",
+              file=sys.stderr, flush=True)
+        # XLA may still be compiling on its own threads, and tearing the
+        # interpreter down under them crashes: leave at once (every results
+        # file is written whole or not at all, see `results.atomic_write`).
+        os._exit(130)
+
+
+def run_command(argv: list[str] | None) -> int:
+    """The command's exit status: 0, or 2 with one line for bad input."""
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, "name", None) not in (None, "all"):
@@ -330,13 +375,6 @@ def main(argv: list[str] | None = None) -> int:
     except (registry.UnknownExperiment, results.ResultsError) as err:
         print(f"study: error: {err.args[0]}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("study: interrupted; files already written are complete, the rest were not written",
-              file=sys.stderr, flush=True)
-        # XLA may still be compiling on its own threads, and tearing the
-        # interpreter down under them crashes: leave at once (every results
-        # file is written whole or not at all, see `results.atomic_write`).
-        os._exit(130)
     return status
 
 
