@@ -20,7 +20,7 @@ from flax import nnx
 from study import data as data_lib
 from study import measures
 from study.config import DATA_STREAM, DROPOUT, DROPOUT_STREAM, INIT_STREAM, SHUFFLE_STREAM, Setup, Start
-from study.network import build_model, dropout, flat_params, frozen_step, kernels, load_body, loss_fn, penalty
+from study.network import build_model, dropout, flat_params, forward_model, frozen_step, kernels, load_body, loss_fn, penalty
 
 
 class Run(NamedTuple):
@@ -268,8 +268,7 @@ def track(setup: Setup, run: Run, final, history) -> dict:
 
 def outputs(setup: Setup, run: Run, params, x: jax.Array, start: int = 0, drop=None) -> list[jax.Array]:
     """Every layer's output from layer `start` on (see `MLP.outputs`)."""
-    graph = nnx.graphdef(nnx.eval_shape(lambda: build_model(setup, run.values, jax.random.key(0))))
-    return nnx.merge(graph, params).outputs(x, drop, start)
+    return forward_model(setup, run.values, params).outputs(x, drop, start)
 
 
 def accuracy(setup: Setup, run: Run, params, x: jax.Array, y: jax.Array, start: int = 0):

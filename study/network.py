@@ -12,6 +12,8 @@ so the rate a step uses is the one its caller names (a phase's, see
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -31,10 +33,27 @@ def build_model(setup: Setup | Start, values: dict, key) -> MLP:
                kernel_init=kernel_init, bias_init=bias_init, rngs=nnx.Rngs(key))
 
 
+FIRST = {"init": 0, "activation": 0}  # the first initialization scheme and activation
+
+
 def model_table(setup: Setup) -> list[dict]:
     """The layer table of the setup's model, from shapes only (nothing is computed)."""
-    first = {"init": 0, "activation": 0}
-    return layer_table(nnx.eval_shape(lambda: build_model(setup, first, jax.random.key(0))))
+    return layer_table(nnx.eval_shape(lambda: build_model(setup, FIRST, jax.random.key(0))))
+
+
+@functools.lru_cache(maxsize=64)
+def model_graph(start: Start) -> nnx.GraphDef:
+    """The structure of `start`'s model, built once from shapes: tracing its
+    initializers again for every forward pass was a third of a program's
+    tracing time."""
+    return nnx.graphdef(nnx.eval_shape(lambda: build_model(start, FIRST, jax.random.key(0))))
+
+
+def forward_model(setup: Setup, values: dict, params) -> MLP:
+    """The run's model with `params`, for forward passes; `values["activation"]` may be traced."""
+    model = nnx.merge(model_graph(setup.start), params)
+    model.activation = select_activation(setup.activations, values["activation"])
+    return model
 
 
 def loss_fn(setup: Setup, logits: jax.Array, y: jax.Array) -> jax.Array:

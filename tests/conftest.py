@@ -7,6 +7,10 @@ compile in about half the time, and every property tested (equal results
 across grid layouts and processes, recorded values, masks) holds with any
 flags. Subprocesses inherit the flags through XLA_FLAGS; they choose their
 device count as the `study` command does.
+
+Tests keep no persistent compilation cache: writing every program to it
+cost seconds that a fresh machine never reads back. The tests of the cache
+give their processes one of their own.
 """
 
 import os
@@ -19,6 +23,7 @@ os.environ["JAX_NUM_CPU_DEVICES"] = "2"  # devices.DEVICES_ENV, read when JAX is
 
 from study import devices  # noqa: E402 - after the environment it reads
 
+os.environ[devices.CACHE_ENV] = ""  # no persistent compilation cache (above)
 devices.configure()
 
 # The smallest grid a fresh process runs: the experiment with the fewest and

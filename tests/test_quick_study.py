@@ -126,12 +126,15 @@ def test_report_covers_the_experiments_with_results_and_names_the_others(quick, 
 
 
 def test_verify_reruns_the_committed_config_and_finds_the_same_verdicts(quick, capsys):
-    assert cli.main(["verify", "initialization", "--out", str(quick)]) == 0
+    """On the question that trains fastest, side tables included."""
+    assert cli.main(["verify", "layer_convergence", "--out", str(quick)]) == 0
     out = capsys.readouterr().out  # the same command twice in one process: identical data
     gaps = [line for line in out.splitlines() if "largest absolute difference" in line]
     assert len(gaps) > 10 and all(line.endswith("difference 0") for line in gaps)
-    assert "initialization.eval_acc: largest absolute difference 0" in out
-    assert "no cell verdict changed" in out and out.rstrip().endswith("8 of 8 verdicts unchanged")
+    for column in ["layer_convergence.test_acc", "layer_convergence-layers.cka_final",
+                   "layer_convergence-weights.value"]:
+        assert f"{column}: largest absolute difference 0" in out
+    assert "no cell verdict changed" in out and out.rstrip().endswith("17 of 17 verdicts unchanged")
 
 
 def test_every_claim_reads_its_cells_on_the_evaluation_seeds_only(quick):
