@@ -21,10 +21,16 @@ FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 os.environ["JAX_NUM_CPU_DEVICES"] = "2"  # devices.DEVICES_ENV, read when JAX is imported
 
-from study import devices  # noqa: E402 - after the environment it reads
+import jax  # noqa: E402 - after the environment it reads
+
+from study import data, devices  # noqa: E402
 
 os.environ[devices.CACHE_ENV] = ""  # no persistent compilation cache (above)
 devices.configure()
+
+# A dataset drawn by one compiled program, as the engine draws it (op by op,
+# one draw took seconds).
+sample = jax.jit(data.sample, static_argnums=0)
 
 # The smallest grid a fresh process runs: the experiment with the fewest and
 # smallest programs, 2 seeds, 2 epochs.

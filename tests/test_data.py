@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from study.data import Mixture, TwoGaussians, bayes_accuracy, sample
+from conftest import sample
+from study.data import Mixture, TwoGaussians, bayes_accuracy
 
 BIG = 200_000  # eval points for the moment and Monte Carlo checks
 FAITHFUL = TwoGaussians(harmonic_gaps=True, random_covariance=True, n_eval=BIG)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from study import data as data_lib
+from conftest import sample
 from study import config, loop, measures, network
 from study.data import TwoGaussians
 from study.grid import train_grid
@@ -27,7 +27,7 @@ def grid(setup, runs):
 def plain_loop_kernels(setup, values):
     """The same training written as a plain Python loop over jitted steps,
     reading the weight matrices after every epoch."""
-    data = data_lib.sample(setup.task, jax.random.fold_in(jax.random.key(values["data_seed"]), config.DATA_STREAM))
+    data = sample(setup.task, jax.random.fold_in(jax.random.key(values["data_seed"]), config.DATA_STREAM))
     seed_key = jax.random.key(values["seed"])
     graphdef, params = nnx.split(network.build_model(setup, values, jax.random.fold_in(seed_key, config.INIT_STREAM)))
     tx = network.optimizer(setup, values["lr"], values["strength"], params)
@@ -108,7 +108,7 @@ def test_max_norm_bounds_every_unit_after_every_step():
     values = {**VALUES, "lr": 0.5, "strength": 0.3}
     graphdef, params = nnx.split(network.build_model(setup, values, jax.random.key(0)))
     tx = network.optimizer(setup, values["lr"], values["strength"], params)
-    data = data_lib.sample(TASK, jax.random.key(1))
+    data = sample(TASK, jax.random.key(1))
 
     def loss(params, x, y):
         return network.loss_fn(setup, nnx.merge(graphdef, params)(x), y)
@@ -125,7 +125,7 @@ def test_max_norm_bounds_every_unit_after_every_step():
 def test_dropout_is_identity_at_rate_zero_and_off_at_evaluation():
     setup = config.Setup(task=TASK, hidden=(50,))
     model = network.build_model(setup, VALUES, jax.random.key(0))
-    x = data_lib.sample(TASK, jax.random.key(1))["x_eval"]
+    x = sample(TASK, jax.random.key(1))["x_eval"]
     key = jax.random.key(2)
     np.testing.assert_array_equal(model(x), model(x, network.dropout(key, 0.0, 0.0)))
     dropped = model.outputs(x, network.dropout(key, 0.0, 0.5))[0]  # hidden output before the dropped layer

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from study import data as data_lib
+from conftest import sample
 from study import config, measures, network
 from study.data import TwoGaussians
 from study.grid import train_grid
@@ -123,7 +123,7 @@ def test_accuracies_score_the_samples_they_name():
     point of its sample: float rounding may flip a near-tie)."""
     out = train_grid(dataclasses.replace(SETUP, keep_params=True), GRID)[0]
     run = 0  # ReLU, trained
-    data = data_lib.sample(SETUP.task, jax.random.fold_in(jax.random.key(GRID["data_seed"][run]), config.DATA_STREAM))
+    data = sample(SETUP.task, jax.random.fold_in(jax.random.key(GRID["data_seed"][run]), config.DATA_STREAM))
     w0, b0, w1, b1 = (np.asarray(p[run]) for p in out["params"])
 
     def accuracy(split):

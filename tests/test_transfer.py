@@ -12,9 +12,10 @@ import pytest
 import scipy.optimize
 from flax import nnx
 
+from conftest import sample
 from experiments.transfer import analysis
 from study import config, loop, network
-from study.data import Mixture, mixture_centres, sample
+from study.data import Mixture, mixture_centres
 from study.grid import train_grid
 
 SOURCE = Mixture(classes=4, clusters=3, n_train=20, n_test=10, n_eval=50)
