@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -258,6 +259,16 @@ def cmd_bench(args) -> None:
 BENCHMARKS = ("peer", "grid", "tracking", "freeze-depth", "scaling")
 
 
+class Deferred:
+    """A help text computed only when --help shows it."""
+
+    def __init__(self, text: Callable[[], str]):
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text()
+
+
 def default_sizes(option: str) -> str:
     """Each experiment's default seeds, or epochs per program, for --help
     (from a one-seed plan: the epochs do not depend on the seeds)."""
@@ -284,7 +295,8 @@ def build_parser() -> Parser:
         if training:
             p.add_argument("--seeds", type=positive, help="evaluation seeds per condition, beside the tuning "
                            f"seeds (default: {default_sizes('seeds')})")
-            p.add_argument("--epochs", type=positive, help=f"epochs per run (default: {default_sizes('epochs')})")
+            epochs = p.add_argument("--epochs", type=positive, help="epochs per run (default: %(sizes)s)")
+            epochs.sizes = Deferred(lambda: default_sizes("epochs"))  # planning every experiment takes seconds
             p.add_argument("--quick", action="store_true", help="few seeds and epochs, every condition")
             p.add_argument("--batch-runs", type=positive,
                            help="runs vmapped together on each device (default: all of its runs on a GPU, "
