@@ -20,7 +20,9 @@ from flax import nnx
 from study import data as data_lib
 from study import measures
 from study.config import DATA_STREAM, DROPOUT, DROPOUT_STREAM, INIT_STREAM, SHUFFLE_STREAM, Setup, Start
-from study.network import build_model, dropout, flat_params, forward_model, frozen_step, kernels, load_body, loss_fn, penalty
+from study.network import (
+    build_model, dropout, flat_params, forward_model, frozen_step, kernels, load_body, loss_fn, penalty,
+)
 
 
 class Run(NamedTuple):
