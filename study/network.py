@@ -33,20 +33,21 @@ def build_model(setup: Setup | Start, values: dict, key) -> MLP:
                kernel_init=kernel_init, bias_init=bias_init, rngs=nnx.Rngs(key))
 
 
-FIRST = {"init": 0, "activation": 0}  # the first initialization scheme and activation
+def abstract_model(start: Start) -> MLP:
+    """`start`'s model with the first initialization scheme and activation, from shapes only (nothing is computed)."""
+    return nnx.eval_shape(lambda: build_model(start, {"init": 0, "activation": 0}, jax.random.key(0)))
 
 
 def model_table(setup: Setup) -> list[dict]:
-    """The layer table of the setup's model, from shapes only (nothing is computed)."""
-    return layer_table(nnx.eval_shape(lambda: build_model(setup, FIRST, jax.random.key(0))))
+    """The layer table of the setup's model."""
+    return layer_table(abstract_model(setup.start))
 
 
 @functools.lru_cache(maxsize=64)
 def model_graph(start: Start) -> nnx.GraphDef:
-    """The structure of `start`'s model, built once from shapes: tracing its
-    initializers again for every forward pass was a third of a program's
-    tracing time."""
-    return nnx.graphdef(nnx.eval_shape(lambda: build_model(start, FIRST, jax.random.key(0))))
+    """The structure of `start`'s model, built once: tracing its initializers
+    again for every forward pass was a third of a program's tracing time."""
+    return nnx.graphdef(abstract_model(start))
 
 
 def forward_model(setup: Setup, values: dict, params) -> MLP:
